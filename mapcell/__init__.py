@@ -1,0 +1,14 @@
+"""mapcell: annotate single-cell RNA-seq data by learned similarity, and say "Unknown" honestly."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mapcell")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+from mapcell import datasets, pl, pp, tl  # noqa: E402
+from mapcell._settings import settings  # noqa: E402
+from mapcell.model import MapCell  # noqa: E402
+
+__all__ = ["MapCell", "__version__", "datasets", "pl", "pp", "settings", "tl"]

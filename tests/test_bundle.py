@@ -1,0 +1,395 @@
+"""The bundle folder: a faithful round trip, no pickle, atomic saves, a clear error per damage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import mapcell as mc
+from mapcell._constants import (
+    BUNDLE_CARD_FILE,
+    BUNDLE_CONFIG_FILE,
+    BUNDLE_SCHEMA_VERSION,
+    BUNDLE_WEIGHTS_FILE,
+)
+from mapcell.hub import BundleError
+
+BUNDLE_FILES = sorted([BUNDLE_WEIGHTS_FILE, BUNDLE_CONFIG_FILE, BUNDLE_CARD_FILE])
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {entry.name: entry.read_bytes() for entry in sorted(path.iterdir())}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads((path / BUNDLE_CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, config) -> None:
+    (path / BUNDLE_CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+
+
+@pytest.fixture
+def bundle(model, tmp_path) -> Path:
+    """A copy of the tiny model's bundle that a test may damage."""
+    path = tmp_path / "bundle"
+    shutil.copytree(model.bundle_path, path)
+    return path
+
+
+# ---------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("mode", ["prototype", "knn"], ids=["prototype", "knn"])
+def test_round_trip_predicts_the_same(model, query, tmp_path, mode):
+    model.save(tmp_path / "again")
+    loaded = mc.MapCell.load(tmp_path / "again")
+
+    before, after = model.predict(query, mode=mode), loaded.predict(query, mode=mode)
+
+    np.testing.assert_array_equal(after["label"].astype(str), before["label"].astype(str))
+    np.testing.assert_array_equal(after["nearest"].astype(str), before["nearest"].astype(str))
+    np.testing.assert_array_equal(after["distance"], before["distance"])
+    np.testing.assert_array_equal(after["novelty"], before["novelty"])
+
+
+def test_saved_trained_model_predicts_like_its_bundle(request, model, query):
+    trained = request.getfixturevalue("_trained_model")  # the in-memory model the bundle came from
+
+    before, after = trained.predict(query), model.predict(query)
+
+    np.testing.assert_array_equal(after["label"].astype(str), before["label"].astype(str))
+    np.testing.assert_array_equal(after["distance"], before["distance"])
+
+
+def test_round_trip_keeps_genes_labels_thresholds_and_weights(model, tmp_path):
+    model.save(tmp_path / "again")
+    loaded = mc.MapCell.load(tmp_path / "again")
+
+    assert loaded.genes == model.genes
+    assert loaded.gene_ids == model.gene_ids
+    assert loaded.labels == model.labels
+    assert loaded.reference.thresholds.keys() == model.reference.thresholds.keys()
+    for mode, values in model.reference.thresholds.items():
+        np.testing.assert_array_equal(loaded.reference.thresholds[mode], values)
+    weights, loaded_weights = model.encoder.state_dict(), loaded.encoder.state_dict()
+    assert loaded_weights.keys() == weights.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(loaded_weights[name], tensor, rtol=0, atol=0)
+
+
+def test_round_trip_keeps_reference_cells(model, tmp_path):
+    model.save(tmp_path / "again")
+    loaded = mc.MapCell.load(tmp_path / "again")
+
+    for name in ("prototypes", "prototype_types", "reference_embedding", "reference_types"):
+        torch.testing.assert_close(
+            getattr(loaded.reference, name), getattr(model.reference, name), rtol=0, atol=0
+        )
+
+
+# ---------------------------------------------------------------- what the folder holds
+
+
+def test_bundle_holds_exactly_three_files(bundle):
+    assert sorted(entry.name for entry in bundle.iterdir()) == BUNDLE_FILES
+
+
+def test_weights_are_safetensors_not_pickle(bundle):
+    data = (bundle / BUNDLE_WEIGHTS_FILE).read_bytes()
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_size])
+
+    assert not data.startswith((b"\x80", b"PK"))  # neither a pickle nor torch.save's zip
+    assert header["__metadata__"] == {"format": "mapcell"}
+    assert "encoder.gene_mean" in header
+    assert "prototypes" in header
+
+
+def test_config_is_json_with_schema_version(bundle):
+    config = _read_json(bundle)
+
+    assert isinstance(config, dict)
+    assert config["schema_version"] == BUNDLE_SCHEMA_VERSION
+
+
+def test_card_names_every_cell_type(model, bundle):
+    card = (bundle / BUNDLE_CARD_FILE).read_text(encoding="utf-8")
+
+    assert card.startswith("# MapCell reference")
+    for label in model.labels:
+        assert f"| {label} |" in card
+
+
+# ---------------------------------------------------------------- saving over a bundle
+
+
+def test_save_refuses_existing_path(model, bundle):
+    before = _snapshot(bundle)
+
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+        model.save(bundle)
+    assert _snapshot(bundle) == before
+
+
+def test_save_refuses_a_file_even_with_overwrite(model, tmp_path):
+    path = tmp_path / "model"
+    path.write_text("not a bundle")
+
+    with pytest.raises(FileExistsError, match="is a file, not a bundle folder"):
+        model.save(path, overwrite=True)
+    assert path.read_text() == "not a bundle"
+
+
+def test_save_overwrite_replaces_bundle(model, bundle):
+    (bundle / "stray.txt").write_text("left by someone")
+    model.reference.thresholds = {k: v * 2 for k, v in model.reference.thresholds.items()}
+
+    model.save(bundle, overwrite=True)
+
+    assert sorted(entry.name for entry in bundle.iterdir()) == BUNDLE_FILES
+    assert sorted(entry.name for entry in bundle.parent.iterdir()) == [bundle.name]
+    loaded = mc.MapCell.load(bundle)
+    np.testing.assert_array_equal(
+        loaded.reference.thresholds["prototype"], model.reference.thresholds["prototype"]
+    )
+
+
+def test_save_leaves_no_temporary_folder(model, tmp_path):
+    parent = tmp_path / "models"
+
+    model.save(parent / "tiny")
+
+    assert [entry.name for entry in parent.iterdir()] == ["tiny"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-path", "overwrite"])
+def test_failed_save_leaves_previous_state(model, bundle, monkeypatch, existing):
+    def broken_save_file(*args, **kwargs):
+        msg = "disk full"
+        raise OSError(msg)
+
+    path = bundle if existing else bundle.parent / "new"
+    before = _snapshot(bundle)
+    monkeypatch.setattr("mapcell.hub._bundle.save_file", broken_save_file)
+
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path, overwrite=True)
+
+    assert sorted(entry.name for entry in bundle.parent.iterdir()) == [bundle.name]
+    assert _snapshot(bundle) == before
+    monkeypatch.undo()
+    assert mc.MapCell.load(bundle).labels == model.labels
+
+
+# ---------------------------------------------------------------- every way a load fails
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path)
+
+
+def _make_file(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_text("not a bundle")
+
+
+def _drop_config(path: Path) -> None:
+    (path / BUNDLE_CONFIG_FILE).unlink()
+
+
+def _drop_weights(path: Path) -> None:
+    (path / BUNDLE_WEIGHTS_FILE).unlink()
+
+
+def _invalid_json(path: Path) -> None:
+    (path / BUNDLE_CONFIG_FILE).write_text('{"schema_version": 1,', encoding="utf-8")
+
+
+def _json_list(path: Path) -> None:
+    _write_json(path, [1, 2, 3])
+
+
+def _no_schema(path: Path) -> None:
+    config = _read_json(path)
+    del config["schema_version"]
+    _write_json(path, config)
+
+
+def _newer_schema(path: Path) -> None:
+    config = _read_json(path)
+    config["schema_version"] = BUNDLE_SCHEMA_VERSION + 1
+    _write_json(path, config)
+
+
+def _no_labels(path: Path) -> None:
+    config = _read_json(path)
+    del config["labels"]
+    _write_json(path, config)
+
+
+def _truncate_weights(path: Path) -> None:
+    data = (path / BUNDLE_WEIGHTS_FILE).read_bytes()
+    (path / BUNDLE_WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def _replace_tensor(path: Path, name: str, make) -> None:
+    tensors = load_file(path / BUNDLE_WEIGHTS_FILE)
+    tensors[name] = make(tensors[name])
+    save_file(tensors, path / BUNDLE_WEIGHTS_FILE)
+
+
+def _wrong_prototype_shape(path: Path) -> None:
+    _replace_tensor(path, "prototypes", lambda t: torch.zeros(t.shape[0], t.shape[1] + 1))
+
+
+def _wrong_encoder_weight(path: Path) -> None:
+    tensors = load_file(path / BUNDLE_WEIGHTS_FILE)
+    name = next(k for k, v in tensors.items() if k.startswith("encoder.") and v.ndim == 2)
+    _replace_tensor(path, name, lambda t: torch.zeros(t.shape[0] + 1, t.shape[1]))
+
+
+def _short_thresholds(path: Path) -> None:
+    config = _read_json(path)
+    config["search"]["thresholds"]["prototype"] = config["search"]["thresholds"]["prototype"][:-1]
+    _write_json(path, config)
+
+
+def _prototype_type_beyond_labels(path: Path) -> None:
+    n_labels = len(_read_json(path)["labels"])
+    _replace_tensor(path, "prototype_types", lambda t: torch.full_like(t, n_labels))
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        (_remove, FileNotFoundError, "no MapCell bundle at .*the folder does not exist"),
+        (_make_file, BundleError, "is a file; a MapCell bundle is a folder"),
+        (_drop_config, BundleError, "not a complete MapCell bundle: mapcell.json missing"),
+        (_drop_weights, BundleError, "not a complete MapCell bundle: model.safetensors missing"),
+        (_invalid_json, BundleError, "mapcell.json is not valid JSON"),
+        (_json_list, BundleError, r"does not hold a MapCell configuration \(a JSON object\)"),
+        (_no_schema, BundleError, "has no valid schema_version"),
+        (_newer_schema, BundleError, "newer than this mapcell reads.*upgrade mapcell"),
+        (_no_labels, BundleError, r"lacks the fields \['labels'\]"),
+        (_truncate_weights, BundleError, "model.safetensors cannot be read.*truncated or damaged"),
+        (_wrong_prototype_shape, BundleError, "prototypes has shape .*do not belong together"),
+        (_wrong_encoder_weight, BundleError, "does not fit the encoder in mapcell.json"),
+        (_short_thresholds, BundleError, r"thresholds\.prototype must hold 3 positive numbers"),
+        (_prototype_type_beyond_labels, BundleError, "prototype_types must be integer codes of the 3 labels"),
+    ],
+    ids=[
+        "folder-missing",
+        "path-is-file",
+        "config-missing",
+        "weights-missing",
+        "invalid-json",
+        "json-not-object",
+        "schema-absent",
+        "schema-newer",
+        "field-missing",
+        "weights-truncated",
+        "tensor-wrong-shape",
+        "encoder-weight-wrong-shape",
+        "thresholds-wrong-length",
+        "prototype-type-beyond-labels",
+    ],
+)
+def test_load_error(bundle, damage, error, match):
+    damage(bundle)
+
+    with pytest.raises(error, match=match):
+        mc.MapCell.load(bundle)
+
+
+def _negative_prototype_type(path: Path) -> None:
+    _replace_tensor(path, "prototype_types", lambda t: torch.full_like(t, -1))
+
+
+def _reference_type_beyond_labels(path: Path) -> None:
+    n_labels = len(_read_json(path)["labels"])
+    _replace_tensor(path, "reference_types", lambda t: torch.full_like(t, n_labels))
+
+
+def _no_n_prototypes(path: Path) -> None:
+    config = _read_json(path)
+    del config["search"]["n_prototypes"]
+    _write_json(path, config)
+
+
+def _no_knn_thresholds(path: Path) -> None:
+    config = _read_json(path)
+    del config["search"]["thresholds"]["knn"]
+    _write_json(path, config)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        pytest.param(
+            _negative_prototype_type,
+            "prototype_types",
+            id="prototype-type-negative",
+        ),
+        pytest.param(
+            _reference_type_beyond_labels,
+            "reference_types",
+            id="reference-type-beyond-labels",
+        ),
+        pytest.param(
+            _no_n_prototypes,
+            "n_prototypes",
+            id="nested-field-missing",
+        ),
+        pytest.param(
+            _no_knn_thresholds,
+            "knn",
+            id="threshold-mode-missing",
+        ),
+    ],
+)
+def test_load_refuses_inconsistent_contents(bundle, damage, match):
+    damage(bundle)
+
+    with pytest.raises(BundleError, match=match):
+        mc.MapCell.load(bundle)
+
+
+def test_bundle_error_is_a_value_error():
+    assert issubclass(BundleError, ValueError)
+
+
+# ---------------------------------------------------------------- the model's own checks
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"adata": "query"}, {"prefix": "model_"}],
+    ids=["adata", "scvi-keyword"],
+)
+def test_load_refuses_extra_arguments(bundle, query, kwargs):
+    kwargs = {key: query if value == "query" else value for key, value in kwargs.items()}
+
+    with pytest.raises(TypeError, match="reads a bundle on its own; pass only its path"):
+        mc.MapCell.load(bundle, **kwargs)
+
+
+def test_save_refuses_extra_arguments(model, tmp_path):
+    with pytest.raises(TypeError, match=r"dir_path and overwrite only, not \['save_anndata'\]"):
+        model.save(tmp_path / "model", save_anndata=True)
+    assert not (tmp_path / "model").exists()
+
+
+def test_save_untrained_model(reference, tmp_path):
+    mc.MapCell.setup_anndata(reference, labels_key="cell_type")
+    untrained = mc.MapCell(reference, n_top_genes=None)
+
+    with pytest.raises(RuntimeError, match=r"not trained yet; call model\.train"):
+        untrained.save(tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
