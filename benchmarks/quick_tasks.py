@@ -44,13 +44,22 @@ def main() -> None:
         if args.shared_genes:
             options["genes"] = query.var_names
         start = time.perf_counter()
-        model = mc.tl.train(ref, ref_key, n_shots=args.n_shots, loss=args.loss,
-                              calibration_quantile=args.quantile, **options)
+        model = mc.tl.train(
+            ref,
+            ref_key,
+            n_shots=args.n_shots,
+            loss=args.loss,
+            calibration_quantile=args.quantile,
+            **options,
+        )
         fit = time.perf_counter() - start
         mc.tl.annotate(query, model, mode=args.mode)
         scores = mc.tl.evaluate(query, query_key)
-        print(f"{name:14s} fit {fit:5.1f}s epochs {model.training_summary['epochs_run']:3d} "
-              + " ".join(f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float)), flush=True)
+        print(
+            f"{name:14s} fit {fit:5.1f}s epochs {model.training_summary['epochs_run']:3d} "
+            + " ".join(f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ CONSTANT_TOTAL_TOLERANCE = 0.01
 #: Rows read to decide what kind of values a matrix holds.
 VALUE_SAMPLE_ROWS = 2000
 
+#: A type's threshold is this quantile of its held-out cells' distances to it.
+CALIBRATION_QUANTILE = 0.99
+
 #: A novelty score above this calls a cell "Unknown" (distance equal to the type's threshold).
 NOVELTY_CUTOFF = 1.0
 

@@ -12,8 +12,12 @@ import torch
 from mapcell._logging import _ensure_handler, logger
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
-_VERBOSITY = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO,
-              "debug": logging.DEBUG}  # fmt: skip
+_VERBOSITY = {
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
 CACHE_DIR_ENV = "MAPCELL_CACHE_DIR"
 
 

@@ -69,8 +69,14 @@ def query() -> ad.AnnData:
 @pytest.fixture(scope="session")
 def _trained_model() -> mc.MapCell:
     mc.settings.progress_bar = False
-    return mc.tl.train(make_counts(seed=0, types=KNOWN_TYPES), "cell_type", n_top_genes=None,
-                       n_latent=8, max_epochs=15, seed=0)  # fmt: skip
+    return mc.tl.train(
+        make_counts(seed=0, types=KNOWN_TYPES),
+        "cell_type",
+        n_top_genes=None,
+        n_latent=8,
+        max_epochs=15,
+        seed=0,
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import scanpy as sc
 import mapcell as mc
 from mapcell._constants import OBS_FIELDS, UNKNOWN
 from mapcell._warnings import GeneOverlapWarning
-from tests.conftest import KNOWN_TYPES, NOVEL_TYPE
+from tests.conftest import KNOWN_TYPES
 
 
 def _snapshot(adata: ad.AnnData) -> tuple:
@@ -23,7 +23,7 @@ def _assert_unchanged(adata: ad.AnnData, snapshot: tuple) -> None:
     pd.testing.assert_frame_equal(adata.obs, obs)
     assert set(adata.obsm) == set(obsm)
     assert set(adata.uns) == set(uns)
-    assert (adata.X != x).nnz == 0
+    assert (x != adata.X).nnz == 0
 
 
 def test_annotate_writes_the_documented_fields(model, query):
@@ -72,11 +72,17 @@ def test_copy_returns_an_annotated_copy_and_leaves_the_input(model, query):
     ("break_query", "error", "message"),
     [
         (lambda q: setattr(q, "X", q.X * -1), ValueError, "negative values"),
-        (lambda q: setattr(q, "var_names", [f"X{i}" for i in range(q.n_vars)]) or q.var.drop(columns="ensembl", inplace=True),
-         ValueError, "none of the 120 model genes"),
+        (
+            lambda q: (
+                setattr(q, "var_names", [f"X{i}" for i in range(q.n_vars)])
+                or q.var.drop(columns="ensembl", inplace=True)
+            ),
+            ValueError,
+            "none of the 120 model genes",
+        ),
     ],
     ids=["negative", "no-genes"],
-)  # fmt: skip
+)
 def test_an_error_leaves_the_query_unchanged(model, query, break_query, error, message):
     break_query(query)
     snapshot = _snapshot(query)
@@ -165,11 +171,14 @@ def test_scaled_x_is_refused_and_use_raw_works(model):
 
 
 def _hand_annotated() -> ad.AnnData:
-    obs = pd.DataFrame({
-        "truth": ["a", "a", "b", "b", "new", "new"],
-        "mapcell_label": ["a", UNKNOWN, "b", "a", UNKNOWN, "b"],
-        "mapcell_novelty": [0.2, 1.5, 0.3, 0.9, 2.0, 0.8],
-    }, index=[f"c{i}" for i in range(6)])  # fmt: skip
+    obs = pd.DataFrame(
+        {
+            "truth": ["a", "a", "b", "b", "new", "new"],
+            "mapcell_label": ["a", UNKNOWN, "b", "a", UNKNOWN, "b"],
+            "mapcell_novelty": [0.2, 1.5, 0.3, 0.9, 2.0, 0.8],
+        },
+        index=[f"c{i}" for i in range(6)],
+    )
     adata = ad.AnnData(np.zeros((6, 1), dtype=np.float32), obs=obs)
     adata.uns["mapcell"] = {"model": {"labels": ["a", "b"]}}
     return adata
@@ -178,8 +187,8 @@ def _hand_annotated() -> ad.AnnData:
 def test_evaluate_computes_each_metric():
     scores = mc.tl.evaluate(_hand_annotated(), "truth")
     assert scores["accuracy"] == pytest.approx(2 / 4)
-    # F1 of a: precision 1/2, recall 1/2 -> 0.5; of b: precision 1/2 (b also given to a novel cell) ...
-    # ... is computed on known cells only: b predicted once (correct) -> precision 1, recall 1/2.
+    # F1 on known cells only. a: precision 1/2, recall 1/2 -> 1/2; b: predicted once, correctly,
+    # so precision 1, recall 1/2 -> 2/3 (the novel cell called b does not count).
     assert scores["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
     assert scores["known_called_unknown"] == pytest.approx(1 / 4)
     assert scores["novel_called_unknown"] == pytest.approx(1 / 2)
@@ -196,12 +205,22 @@ def test_evaluate_without_novel_cells_gives_nan_auroc():
 @pytest.mark.parametrize(
     ("change", "kwargs", "error", "message"),
     [
-        (lambda a: a.obs.drop(columns="mapcell_label", inplace=True), {}, KeyError, "run mc.tl.annotate"),
-        (lambda a: None, {"true_key": "cell_type"}, KeyError, "true_key 'cell_type' is not a column"),
+        (
+            lambda a: a.obs.drop(columns="mapcell_label", inplace=True),
+            {},
+            KeyError,
+            "run mc.tl.annotate",
+        ),
+        (
+            lambda a: None,
+            {"true_key": "cell_type"},
+            KeyError,
+            "true_key 'cell_type' is not a column",
+        ),
         (lambda a: a.uns.clear(), {}, ValueError, "pass known_types="),
     ],
     ids=["not-annotated", "no-truth", "no-labels"],
-)  # fmt: skip
+)
 def test_evaluate_errors(change, kwargs, error, message):
     adata = _hand_annotated()
     change(adata)

@@ -282,7 +282,11 @@ def _prototype_type_beyond_labels(path: Path) -> None:
         (_wrong_prototype_shape, BundleError, "prototypes has shape .*do not belong together"),
         (_wrong_encoder_weight, BundleError, "does not fit the encoder in mapcell.json"),
         (_short_thresholds, BundleError, r"thresholds\.prototype must hold 3 positive numbers"),
-        (_prototype_type_beyond_labels, BundleError, "prototype_types must be integer codes of the 3 labels"),
+        (
+            _prototype_type_beyond_labels,
+            BundleError,
+            "prototype_types must be integer codes of the 3 labels",
+        ),
     ],
     ids=[
         "folder-missing",

@@ -195,3 +195,19 @@ def test_console_script_version():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"mapcell {mc.__version__}\n"
+
+
+def test_train_genes_from_restricts_the_model(reference_file, query, tmp_path, capsys):
+    partial = tmp_path / "partial.h5ad"
+    query[:, :60].copy().write_h5ad(partial)
+    bundle = tmp_path / "model"
+    argv = ["train", str(reference_file), "--labels", "cell_type", "-o", str(bundle), *QUICK]
+    assert main([*argv, "--genes-from", str(partial)]) == 0
+    assert mc.MapCell.load(bundle).genes == list(query.var_names[:60])
+
+
+def test_train_genes_from_missing_file(reference_file, tmp_path, capsys):
+    argv = ["train", str(reference_file), "--labels", "cell_type", "-o", str(tmp_path / "m")]
+    assert main([*argv, "--genes-from", str(tmp_path / "absent.h5ad")]) == 1
+    assert "absent.h5ad does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -54,7 +54,7 @@ def test_setup_rejects_unknown_as_a_label(reference):
         mc.MapCell.setup_anndata(reference, labels_key="cell_type")
 
 
-def test_setup_rejects_scaled_values_and_names_raw(_pbmc):
+def test_setup_rejects_scaled_values_and_names_raw():
     scaled = sc.datasets.pbmc68k_reduced()
     with pytest.raises(ValueError, match="use_raw=True"):
         mc.MapCell.setup_anndata(scaled, labels_key="bulk_labels")
@@ -131,8 +131,14 @@ def test_history_logs_siamese_metrics_not_elbo(reference):
 
 
 def test_early_stopping_ends_before_max_epochs(reference):
-    model = mc.tl.train(reference, "cell_type", n_top_genes=None, n_latent=8, max_epochs=300,
-                        early_stopping_patience=1)  # fmt: skip
+    model = mc.tl.train(
+        reference,
+        "cell_type",
+        n_top_genes=None,
+        n_latent=8,
+        max_epochs=300,
+        early_stopping_patience=1,
+    )
     assert model.training_summary["epochs_run"] < 300
 
 
@@ -211,10 +217,13 @@ def test_knn_mode_votes_among_reference_cells(model, query):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"mode": "cosine"}, "mode must be one of"), ({"k": 0}, "k must be a positive"),
-     ({"novelty_cutoff": 0}, "novelty_cutoff must be positive")],
+    [
+        ({"mode": "cosine"}, "mode must be one of"),
+        ({"k": 0}, "k must be a positive"),
+        ({"novelty_cutoff": 0}, "novelty_cutoff must be positive"),
+    ],
     ids=["mode", "k", "cutoff"],
-)  # fmt: skip
+)
 def test_classify_rejects_bad_options(model, query, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.predict(query, **kwargs)

@@ -50,9 +50,13 @@ def test_nearest_prototype_matches_brute_force(random_search, chunk_size):
     query, prototypes, owners = random_search
 
     result = nearest_prototype(
-        torch.from_numpy(query), torch.from_numpy(prototypes), torch.from_numpy(owners), 4,
-        device=CPU, chunk_size=chunk_size,
-    )  # fmt: skip
+        torch.from_numpy(query),
+        torch.from_numpy(prototypes),
+        torch.from_numpy(owners),
+        4,
+        device=CPU,
+        chunk_size=chunk_size,
+    )
 
     nearest, distance, confidence = _brute_nearest(query, prototypes, owners, 4)
     np.testing.assert_array_equal(result.nearest, nearest)
@@ -76,9 +80,13 @@ def test_nearest_prototype_single_type(random_search):
     query, prototypes, _ = random_search
 
     result = nearest_prototype(
-        torch.from_numpy(query), torch.from_numpy(prototypes), torch.zeros(12, dtype=torch.long),
-        1, device=CPU, chunk_size=7,
-    )  # fmt: skip
+        torch.from_numpy(query),
+        torch.from_numpy(prototypes),
+        torch.zeros(12, dtype=torch.long),
+        1,
+        device=CPU,
+        chunk_size=7,
+    )
 
     np.testing.assert_array_equal(result.nearest, 0)
     np.testing.assert_array_equal(result.confidence, 1)
@@ -124,9 +132,14 @@ def test_knn_vote_matches_brute_force(chunk_size):
     query, references, types = unit[:30], unit[30:], rng.integers(0, 3, size=60)
 
     result = knn_vote(
-        torch.from_numpy(query), torch.from_numpy(references), torch.from_numpy(types), 3,
-        k=5, device=CPU, chunk_size=chunk_size,
-    )  # fmt: skip
+        torch.from_numpy(query),
+        torch.from_numpy(references),
+        torch.from_numpy(types),
+        3,
+        k=5,
+        device=CPU,
+        chunk_size=chunk_size,
+    )
 
     nearest, distance, share = _brute_knn(query, references, types, 3, k=5)
     np.testing.assert_array_equal(result.nearest, nearest)

@@ -10,11 +10,15 @@ import anndata as ad
 import mapcell as mc
 
 
-def _read(path: Path) -> ad.AnnData:
+def _checked(path: Path) -> Path:
     if not path.exists():
         msg = f"{path} does not exist"
         raise FileNotFoundError(msg)
-    return ad.read_h5ad(path)
+    return path
+
+
+def _read(path: Path) -> ad.AnnData:
+    return ad.read_h5ad(_checked(path))
 
 
 def train(args) -> int:
@@ -23,11 +27,27 @@ def train(args) -> int:
         msg = f"{args.output} already exists; pass --overwrite to replace it"
         raise FileExistsError(msg)
     reference = _read(args.reference)
-    model = mc.tl.train(reference, labels_key=args.labels, batch_key=args.batch_key, layer=args.layer,
-                        use_raw=args.use_raw, n_shots=args.n_shots, n_top_genes=args.n_top_genes or None,
-                        loss=args.loss, max_epochs=args.max_epochs, seed=args.seed)  # fmt: skip
+    genes = None
+    if args.genes_from is not None:
+        genes = ad.read_h5ad(_checked(args.genes_from), backed="r").var_names.to_list()
+    model = mc.tl.train(
+        reference,
+        labels_key=args.labels,
+        batch_key=args.batch_key,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        n_shots=args.n_shots,
+        n_top_genes=args.n_top_genes or None,
+        loss=args.loss,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        genes=genes,
+    )
     model.save(args.output, overwrite=args.overwrite)
-    print(f"saved a model of {len(model.labels)} cell types and {len(model.genes)} genes to {args.output}")
+    print(
+        f"saved a model of {len(model.labels)} cell types and {len(model.genes)} genes "
+        f"to {args.output}"
+    )
     return 0
 
 
@@ -38,10 +58,19 @@ def annotate(args) -> int:
         raise FileExistsError(msg)
     query = _read(args.query)
     model = mc.MapCell.load(args.model)
-    mc.tl.annotate(query, model, key_added=args.key_added, layer=args.layer, use_raw=args.use_raw,
-                   gene_key=args.gene_key, mode=args.mode)  # fmt: skip
+    mc.tl.annotate(
+        query,
+        model,
+        key_added=args.key_added,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        gene_key=args.gene_key,
+        mode=args.mode,
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(suffix=".h5ad", dir=args.output.parent, prefix=f".{args.output.name}.")
+    handle, staging = tempfile.mkstemp(
+        suffix=".h5ad", dir=args.output.parent, prefix=f".{args.output.name}."
+    )
     os.close(handle)
     try:
         query.write_h5ad(staging)
@@ -56,13 +85,18 @@ def annotate(args) -> int:
 
 
 def demo(args) -> int:
-    """``mapcell demo``: hold one type out of a pbmc68k_reduced reference and find it as Unknown."""
+    """``mapcell demo``: hold one type out of a pbmc68k_reduced reference; find it as Unknown."""
     start = time.perf_counter()
     data = mc.datasets.pbmc68k_reduced()
     reference, query = mc.datasets.demo_split(data, "bulk_labels", args.held_out, seed=args.seed)
-    print(f"pbmc68k_reduced: reference {reference.n_obs} cells without {args.held_out!r}, "
-          f"query {query.n_obs} cells ({(query.obs['bulk_labels'] == args.held_out).sum()} of them {args.held_out})")  # fmt: skip
-    model = mc.tl.train(reference, labels_key="bulk_labels", max_epochs=args.max_epochs, seed=args.seed)
+    print(
+        f"pbmc68k_reduced: reference {reference.n_obs} cells without {args.held_out!r}, "
+        f"query {query.n_obs} cells "
+        f"({(query.obs['bulk_labels'] == args.held_out).sum()} of them {args.held_out})"
+    )
+    model = mc.tl.train(
+        reference, labels_key="bulk_labels", max_epochs=args.max_epochs, seed=args.seed
+    )
     mc.tl.annotate(query, model)
     scores = mc.tl.evaluate(query, "bulk_labels")
     rows = [

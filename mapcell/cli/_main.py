@@ -12,8 +12,12 @@ EPILOG = """examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mapcell", description="Annotate single-cell data by learned similarity.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="mapcell",
+        description="Annotate single-cell data by learned similarity.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--quiet", action="store_true", help="log warnings only, no progress bars")
     commands = parser.add_subparsers(dest="command")
@@ -21,29 +25,51 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a reference model on a labelled .h5ad")
     train.add_argument("reference", type=Path, help="labelled reference (.h5ad)")
     train.add_argument("--labels", required=True, help="obs column with the cell types")
-    train.add_argument("-o", "--output", required=True, type=Path, help="folder for the model bundle")
+    train.add_argument(
+        "-o", "--output", required=True, type=Path, help="folder for the model bundle"
+    )
     train.add_argument("--batch-key", help="obs column with batches (donors, samples)")
     train.add_argument("--layer", help="layer with counts or log1p values, if not X")
     train.add_argument("--use-raw", action="store_true", help="read values from .raw")
     train.add_argument("--n-shots", type=int, help="cells per type for training (default: all)")
-    train.add_argument("--n-top-genes", type=int, default=2000, help="variable genes (0: all genes)")
-    train.add_argument("--loss", default="contrastive", choices=("contrastive", "triplet", "supcon"))
+    train.add_argument(
+        "--n-top-genes", type=int, default=2000, help="variable genes (0: all genes)"
+    )
+    train.add_argument(
+        "--genes-from",
+        type=Path,
+        metavar="QUERY.h5ad",
+        help="train only on genes this file also has (the query's), so none is missing later",
+    )
+    train.add_argument(
+        "--loss", default="contrastive", choices=("contrastive", "triplet", "supcon")
+    )
     train.add_argument("--max-epochs", type=int, help="upper bound on epochs")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
 
     annotate = commands.add_parser("annotate", help="annotate a query .h5ad with a trained model")
     annotate.add_argument("query", type=Path, help="query (.h5ad)")
-    annotate.add_argument("--model", required=True, help="bundle folder written by 'mapcell train'")
-    annotate.add_argument("-o", "--output", required=True, type=Path, help="annotated .h5ad to write")
+    annotate.add_argument(
+        "--model", required=True, help="bundle folder written by 'mapcell train'"
+    )
+    annotate.add_argument(
+        "-o", "--output", required=True, type=Path, help="annotated .h5ad to write"
+    )
     annotate.add_argument("--layer", help="layer with counts or log1p values, if not X")
     annotate.add_argument("--use-raw", action="store_true", help="read values from .raw")
-    annotate.add_argument("--gene-key", help="var column with gene identifiers (default: found by itself)")
+    annotate.add_argument(
+        "--gene-key", help="var column with gene identifiers (default: found by itself)"
+    )
     annotate.add_argument("--mode", default="prototype", choices=("prototype", "knn"))
     annotate.add_argument("--key-added", default="mapcell")
-    annotate.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    annotate.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output file"
+    )
 
-    demo = commands.add_parser("demo", help="train and annotate on scanpy's pbmc68k_reduced (no download)")
+    demo = commands.add_parser(
+        "demo", help="train and annotate on scanpy's pbmc68k_reduced (no download)"
+    )
     demo.add_argument("--held-out", default="CD19+ B", help="type left out of the reference")
     demo.add_argument("--max-epochs", type=int, help="upper bound on epochs")
     demo.add_argument("--seed", type=int, default=0)
@@ -66,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         mc.settings.progress_bar = False
     from mapcell.cli import _commands
 
-    run = {"train": _commands.train, "annotate": _commands.annotate, "demo": _commands.demo}[args.command]
+    run = {"train": _commands.train, "annotate": _commands.annotate, "demo": _commands.demo}[
+        args.command
+    ]
     try:
         return run(args)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError) as error:

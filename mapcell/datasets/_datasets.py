@@ -11,18 +11,27 @@ SHARED_DATA_ENV = "MAPCELL_SHARED_DATA"
 
 
 def pbmc68k_reduced() -> ad.AnnData:
-    """scanpy's ``pbmc68k_reduced`` (700 cells, shipped with scanpy) with log1p values in ``X``.
+    """Scanpy's ``pbmc68k_reduced`` (700 cells, shipped with scanpy) with log1p values in ``X``.
 
     scanpy keeps the scaled matrix in ``X`` and the log-normalised one in ``.raw``; mapcell
     needs the latter, so it becomes ``X`` here (765 genes, labels in ``obs['bulk_labels']``).
     """
     source = sc.datasets.pbmc68k_reduced()
-    return ad.AnnData(X=source.raw.X.copy(), obs=source.obs.copy(), var=source.raw.var.copy(),
-                      obsm={"X_umap": source.obsm["X_umap"].copy()})  # fmt: skip
+    return ad.AnnData(
+        X=source.raw.X.copy(),
+        obs=source.obs.copy(),
+        var=source.raw.var.copy(),
+        obsm={"X_umap": source.obsm["X_umap"].copy()},
+    )
 
 
 def demo_split(
-    adata: ad.AnnData, labels_key: str, held_out: str, *, query_fraction: float = 0.5, seed: int = 0
+    adata: ad.AnnData,
+    labels_key: str,
+    held_out: str,
+    *,
+    query_fraction: float = 0.5,
+    seed: int = 0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Split cells into a reference and a query, stratified by type; ``held_out`` is query-only.
 
@@ -50,6 +59,8 @@ def shared_data_dir() -> Path | None:
     if SHARED_DATA_ENV in os.environ:
         candidates = [Path(os.environ[SHARED_DATA_ENV])]
     else:
-        candidates = [Path(__file__).resolve().parents[3] / "shared" / "data",
-                      Path.cwd().parent / "shared" / "data"]  # fmt: skip
+        candidates = [
+            Path(__file__).resolve().parents[3] / "shared" / "data",
+            Path.cwd().parent / "shared" / "data",
+        ]
     return next((path for path in candidates if path.is_dir()), None)

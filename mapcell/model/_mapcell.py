@@ -18,7 +18,12 @@ from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from mapcell._constants import MIN_CALIBRATION_CELLS, NOVELTY_CUTOFF, UNKNOWN
+from mapcell._constants import (
+    CALIBRATION_QUANTILE,
+    MIN_CALIBRATION_CELLS,
+    NOVELTY_CUTOFF,
+    UNKNOWN,
+)
 from mapcell._logging import logger, quiet_lightning, timed
 from mapcell._settings import settings
 from mapcell._warnings import CalibrationWarning, warn
@@ -144,12 +149,20 @@ class MapCell(BaseModelClass):
             "layer": self.adata_manager.registry["setup_args"]["layer"],
         }
         selected = self._select_genes(source, report, n_top_genes, genes)
-        self.gene_ids = {kind: [ids[i] for i in selected] for kind, ids in
-                         reference_gene_ids(source.var).items()}  # fmt: skip
+        self.gene_ids = {
+            kind: [ids[i] for i in selected]
+            for kind, ids in reference_gene_ids(source.var).items()
+        }
         self.genes = [str(source.var.index[i]) for i in selected]
         self.preprocessing = {"reference_values": report.kind, "target_sum": 1e4, "log1p": True}
-        encoder = SiameseEncoder(len(self.genes), n_latent=n_latent, n_hidden=n_hidden,
-                                 n_layers=n_layers, dropout=dropout, input_dropout=input_dropout)  # fmt: skip
+        encoder = SiameseEncoder(
+            len(self.genes),
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout=dropout,
+            input_dropout=input_dropout,
+        )
         self.module = SiameseModule(encoder, self.loss_config["loss"], self._loss_params())
         self._model_summary_string = (
             f"MapCell: {len(self.genes)} genes -> {n_latent} dims, {loss} loss, "
@@ -184,7 +197,10 @@ class MapCell(BaseModelClass):
         """
         _check_labels(adata, labels_key)
         if batch_key is not None and batch_key not in adata.obs:
-            msg = f"batch_key {batch_key!r} is not a column of adata.obs; the columns are {list(adata.obs.columns)}"
+            msg = (
+                f"batch_key {batch_key!r} is not a column of adata.obs; the columns are "
+                f"{list(adata.obs.columns)}"
+            )
             raise KeyError(msg)
         detect_values(expression_source(adata, layer=layer), adata)
 
@@ -212,15 +228,19 @@ class MapCell(BaseModelClass):
             for values in ids.values():
                 keep |= np.array([str(v).upper() in wanted for v in values])
             if not keep.any():
-                msg = "none of the genes= passed are among the reference's genes (var_names or ID columns)"
+                msg = (
+                    "none of the genes= passed are among the reference's genes (var_names "
+                    "or ID columns)"
+                )
                 raise ValueError(msg)
             candidates = candidates[keep]
         if n_top_genes is None or n_top_genes >= len(candidates):
             return candidates
         with timed(f"choosing {n_top_genes} highly variable genes of {len(candidates)}"):
             matrix = normalised_matrix(source, report)[:, candidates]
-            hvg = sc.pp.highly_variable_genes(ad.AnnData(matrix), n_top_genes=n_top_genes,
-                                              flavor="seurat", inplace=False)  # fmt: skip
+            hvg = sc.pp.highly_variable_genes(
+                ad.AnnData(matrix), n_top_genes=n_top_genes, flavor="seurat", inplace=False
+            )
         return candidates[np.flatnonzero(hvg["highly_variable"].to_numpy())]
 
     def _loss_params(self) -> dict:
@@ -250,7 +270,7 @@ class MapCell(BaseModelClass):
         *,
         n_shots: int | None = None,
         calibration_fraction: float = 0.2,
-        calibration_quantile: float = 0.95,
+        calibration_quantile: float = CALIBRATION_QUANTILE,
         n_prototypes: int = 1,
         types_per_batch: int = 16,
         cells_per_type: int = 16,
@@ -298,99 +318,210 @@ class MapCell(BaseModelClass):
             Passed on to :class:`scvi.train.Trainer`.
         """
         if n_shots is not None and n_shots < 1:
-            msg = f"n_shots must be a positive number of cells per type (10 to 50 is typical), not {n_shots}"
+            msg = (
+                "n_shots must be a positive number of cells per type (10 to 50 is "
+                f"typical), not {n_shots}"
+            )
             raise ValueError(msg)
         if not 0 < calibration_fraction < 1:
-            msg = f"calibration_fraction must lie between 0 and 1 (0.1 to 0.3 is typical), not {calibration_fraction}"
+            msg = (
+                "calibration_fraction must lie between 0 and 1 (0.1 to 0.3 is typical), "
+                f"not {calibration_fraction}"
+            )
             raise ValueError(msg)
         if n_prototypes < 1:
             msg = f"n_prototypes must be at least 1, not {n_prototypes}"
             raise ValueError(msg)
         if not 0 < calibration_quantile < 1:
-            msg = f"calibration_quantile must lie between 0 and 1 (0.95 to 0.99 is typical), not {calibration_quantile}"
+            msg = (
+                "calibration_quantile must lie between 0 and 1 (0.95 to 0.99 is typical), "
+                f"not {calibration_quantile}"
+            )
             raise ValueError(msg)
         seed = settings.seed if seed is None else seed
         progress_bar = settings.progress_bar if progress_bar is None else progress_bar
 
-        labels = list(self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping)
-        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel().astype(np.int64)
+        labels = list(
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
+        )
+        codes = (
+            self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel().astype(np.int64)
+        )
         batches = None
         if self.setup["batch_key"] is not None:
-            batches = torch.as_tensor(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).ravel().astype(np.int64))
-        train_idx, calibration_idx = split_cells(codes, n_shots=n_shots,
-                                                 calibration_fraction=calibration_fraction, seed=seed)  # fmt: skip
+            batches = torch.as_tensor(
+                self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+                .ravel()
+                .astype(np.int64)
+            )
+        train_idx, calibration_idx = split_cells(
+            codes, n_shots=n_shots, calibration_fraction=calibration_fraction, seed=seed
+        )
         x = torch.as_tensor(self._reference_input())
         labels_tensor = torch.as_tensor(codes)
 
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-                self.module = SiameseModule(SiameseEncoder(**self.encoder.config), self.loss_config["loss"], self._loss_params())
+                self.module = SiameseModule(
+                    SiameseEncoder(**self.encoder.config),
+                    self.loss_config["loss"],
+                    self._loss_params(),
+                )
             train_x = x[train_idx]
             self.encoder.set_input_scaling(train_x.mean(0), train_x.std(0))
-            data = SiameseDataModule(x, labels_tensor, batches, train_idx, calibration_idx,
-                                     types_per_batch=types_per_batch, cells_per_type=cells_per_type, seed=seed)  # fmt: skip
+            data = SiameseDataModule(
+                x,
+                labels_tensor,
+                batches,
+                train_idx,
+                calibration_idx,
+                types_per_batch=types_per_batch,
+                cells_per_type=cells_per_type,
+                seed=seed,
+            )
             if max_epochs is None:
-                max_epochs = int(np.clip(math.ceil(TARGET_STEPS / data.batches_per_epoch), *EPOCH_BOUNDS))
-            self._run_trainer(data, max_epochs, lr=lr, weight_decay=weight_decay,
-                              early_stopping=early_stopping and data.n_val > 0,
-                              early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-                              devices=devices, progress_bar=progress_bar, **trainer_kwargs)  # fmt: skip
+                max_epochs = int(
+                    np.clip(math.ceil(TARGET_STEPS / data.batches_per_epoch), *EPOCH_BOUNDS)
+                )
+            self._run_trainer(
+                data,
+                max_epochs,
+                lr=lr,
+                weight_decay=weight_decay,
+                early_stopping=early_stopping and data.n_val > 0,
+                early_stopping_patience=early_stopping_patience,
+                accelerator=accelerator,
+                devices=devices,
+                progress_bar=progress_bar,
+                **trainer_kwargs,
+            )
 
         with timed("building prototypes and calibrating thresholds"):
-            self.reference = self._build_reference(x, codes, labels, train_idx, calibration_idx,
-                                                   quantile=calibration_quantile, n_prototypes=n_prototypes, seed=seed)  # fmt: skip
-        epochs_run = len(self.history_["train_loss"]) if self.history_ and "train_loss" in self.history_ else max_epochs
+            self.reference = self._build_reference(
+                x,
+                codes,
+                labels,
+                train_idx,
+                calibration_idx,
+                quantile=calibration_quantile,
+                n_prototypes=n_prototypes,
+                seed=seed,
+            )
+        epochs_run = (
+            len(self.history_["train_loss"])
+            if self.history_ and "train_loss" in self.history_
+            else max_epochs
+        )
         self.training_summary = {
-            "n_cells": int(len(codes)), "n_train": int(len(train_idx)), "n_calibration": int(len(calibration_idx)),
-            "n_shots": n_shots, "calibration_fraction": calibration_fraction,
-            "calibration_quantile": calibration_quantile, "n_prototypes": n_prototypes,
-            "max_epochs": max_epochs, "epochs_run": int(epochs_run), "lr": lr, "weight_decay": weight_decay,
-            "types_per_batch": types_per_batch, "cells_per_type": cells_per_type, "seed": seed,
-            "labels_key": self.setup["labels_key"], "batch_key": self.setup["batch_key"],
-        }  # fmt: skip
+            "n_cells": len(codes),
+            "n_train": len(train_idx),
+            "n_calibration": len(calibration_idx),
+            "n_shots": n_shots,
+            "calibration_fraction": calibration_fraction,
+            "calibration_quantile": calibration_quantile,
+            "n_prototypes": n_prototypes,
+            "max_epochs": max_epochs,
+            "epochs_run": int(epochs_run),
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "types_per_batch": types_per_batch,
+            "cells_per_type": cells_per_type,
+            "seed": seed,
+            "labels_key": self.setup["labels_key"],
+            "batch_key": self.setup["batch_key"],
+        }
 
     def _reference_input(self) -> np.ndarray:
         source, report = self._reference_source(self.adata)
         index = self._match(source).index
-        return np.concatenate([x for _, x in iter_model_input(source, report, index, settings.batch_size, self.adata)])
+        return np.concatenate(
+            [
+                x
+                for _, x in iter_model_input(
+                    source, report, index, settings.batch_size, self.adata
+                )
+            ]
+        )
 
-    def _run_trainer(self, data, max_epochs, *, lr, weight_decay, early_stopping, early_stopping_patience,
-                     accelerator, devices, progress_bar, **trainer_kwargs) -> None:  # fmt: skip
-        plan = SiameseTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, optimizer="AdamW")
+    def _run_trainer(
+        self,
+        data,
+        max_epochs,
+        *,
+        lr,
+        weight_decay,
+        early_stopping,
+        early_stopping_patience,
+        accelerator,
+        devices,
+        progress_bar,
+        **trainer_kwargs,
+    ) -> None:
+        plan = SiameseTrainingPlan(
+            self.module, lr=lr, weight_decay=weight_decay, optimizer="AdamW"
+        )
         trainer_kwargs.setdefault("logger", None)
         # The loss can creep down by 1e-5 per epoch for hundreds of epochs; that is not progress.
         trainer_kwargs.setdefault("early_stopping_min_delta", EARLY_STOPPING_MIN_DELTA)
-        logger.info("training MapCell on %d cells (%d held out), up to %d epochs", data.n_train, data.n_val, max_epochs)
+        logger.info(
+            "training MapCell on %d cells (%d held out), up to %d epochs",
+            data.n_train,
+            data.n_val,
+            max_epochs,
+        )
         with quiet_lightning():
             runner = TrainRunner(
-                self, training_plan=plan, data_splitter=data, max_epochs=max_epochs,
-                accelerator=accelerator, devices=devices, early_stopping=early_stopping,
-                early_stopping_monitor="validation_loss", early_stopping_patience=early_stopping_patience,
-                check_val_every_n_epoch=1 if data.n_val else None, enable_progress_bar=progress_bar,
-                log_every_n_steps=max(1, min(50, data.batches_per_epoch)), **trainer_kwargs,
-            )  # fmt: skip
+                self,
+                training_plan=plan,
+                data_splitter=data,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=early_stopping,
+                early_stopping_monitor="validation_loss",
+                early_stopping_patience=early_stopping_patience,
+                check_val_every_n_epoch=1 if data.n_val else None,
+                enable_progress_bar=progress_bar,
+                log_every_n_steps=max(1, min(50, data.batches_per_epoch)),
+                **trainer_kwargs,
+            )
             runner()
         self.module.eval()
 
-    def _build_reference(self, x, codes, labels, train_idx, calibration_idx, *, quantile, n_prototypes, seed):
+    def _build_reference(
+        self, x, codes, labels, train_idx, calibration_idx, *, quantile, n_prototypes, seed
+    ):
         embedding = self._embed_tensor(x)
         n_types = len(labels)
         train_codes = torch.as_tensor(codes[train_idx])
-        prototypes, owners = compute_prototypes(embedding[train_idx], train_codes, n_types,
-                                                per_type=n_prototypes, seed=seed)  # fmt: skip
+        prototypes, owners = compute_prototypes(
+            embedding[train_idx], train_codes, n_types, per_type=n_prototypes, seed=seed
+        )
         state = ReferenceState(
-            labels=list(labels), prototypes=prototypes, prototype_types=owners, thresholds={},
-            reference_embedding=embedding[train_idx], reference_types=train_codes,
-            cell_counts={label: {"train": int((codes[train_idx] == i).sum()),
-                                 "calibration": int((codes[calibration_idx] == i).sum())}
-                         for i, label in enumerate(labels)},
-        )  # fmt: skip
+            labels=list(labels),
+            prototypes=prototypes,
+            prototype_types=owners,
+            thresholds={},
+            reference_embedding=embedding[train_idx],
+            reference_types=train_codes,
+            cell_counts={
+                label: {
+                    "train": int((codes[train_idx] == i).sum()),
+                    "calibration": int((codes[calibration_idx] == i).sum()),
+                }
+                for i, label in enumerate(labels)
+            },
+        )
         self.reference = state
-        state.thresholds, state.calibration = self._calibrate(embedding[calibration_idx], codes[calibration_idx], quantile)
+        state.thresholds, state.calibration = self._calibrate(
+            embedding[calibration_idx], codes[calibration_idx], quantile
+        )
         return state
 
-    def _calibrate(self, embedding: torch.Tensor, codes: np.ndarray, quantile: float) -> tuple[dict, dict]:
+    def _calibrate(
+        self, embedding: torch.Tensor, codes: np.ndarray, quantile: float
+    ) -> tuple[dict, dict]:
         """Thresholds for both modes from held-out cells of known type, and what was measured."""
         n_types = len(self.reference.labels)
         thresholds, report = {}, {"quantile": quantile}
@@ -400,22 +531,41 @@ class MapCell(BaseModelClass):
                 own = self._distance_to_own_type(embedding, codes)
                 keep = np.ones(len(codes), dtype=bool)
             else:
-                own, keep = result.distance, result.nearest == codes  # only votes won by the own type
+                own, keep = (
+                    result.distance,
+                    result.nearest == codes,
+                )  # only votes won by the own type
             calibration = calibrate_thresholds(own[keep], codes[keep], n_types, quantile=quantile)
             thresholds[mode] = calibration.thresholds
             report[mode] = {
-                "heldout_accuracy": float((result.nearest == codes).mean()) if len(codes) else float("nan"),
+                "heldout_accuracy": float((result.nearest == codes).mean())
+                if len(codes)
+                else float("nan"),
                 "types_with_pooled_threshold": calibration.types_pooled(self.reference.labels),
             }
         pooled = report["prototype"]["types_with_pooled_threshold"]
         if pooled:
-            logger.info("    %d cell types have fewer than %d held-out cells (%s): their thresholds are at "
-                        "least the pooled quantile of all types", len(pooled), MIN_CALIBRATION_CELLS, ", ".join(pooled))  # fmt: skip
-        without = [label for label, n in zip(self.reference.labels, np.bincount(codes, minlength=n_types), strict=True) if n == 0]
+            logger.info(
+                "    %d cell types have fewer than %d held-out cells (%s): their thresholds are "
+                "at least the pooled quantile of all types",
+                len(pooled),
+                MIN_CALIBRATION_CELLS,
+                ", ".join(pooled),
+            )
+        without = [
+            label
+            for label, n in zip(
+                self.reference.labels, np.bincount(codes, minlength=n_types), strict=True
+            )
+            if n == 0
+        ]
         if without:
-            warn(f"{len(without)} cell types have no held-out cells ({', '.join(without)}), so their "
-                 "thresholds are the pooled quantile of the other types; give each type at least two "
-                 "cells (or lower n_shots) for a threshold of its own.", CalibrationWarning)  # fmt: skip
+            warn(
+                f"{len(without)} cell types have no held-out cells ({', '.join(without)}), so "
+                "their thresholds are the pooled quantile of the other types; give each type at "
+                "least two cells (or lower n_shots) for a threshold of its own.",
+                CalibrationWarning,
+            )
         return thresholds, report
 
     def _distance_to_own_type(self, embedding: torch.Tensor, codes: np.ndarray) -> np.ndarray:
@@ -430,8 +580,10 @@ class MapCell(BaseModelClass):
         device = settings.device
         self.module.eval()
         self.module.to(device)
-        parts = [self.encoder(x[i : i + settings.batch_size].to(device)).cpu()
-                 for i in range(0, len(x), settings.batch_size)]  # fmt: skip
+        parts = [
+            self.encoder(x[i : i + settings.batch_size].to(device)).cpu()
+            for i in range(0, len(x), settings.batch_size)
+        ]
         return torch.cat(parts) if parts else torch.empty(0, self.encoder.config["n_latent"])
 
     def _match(self, source: ExpressionSource, gene_key: str | None = None) -> GeneMatch:
@@ -440,24 +592,34 @@ class MapCell(BaseModelClass):
 
     @torch.no_grad()
     def embed_query(
-        self, adata: ad.AnnData, *, layer: str | None = None, use_raw: bool = False,
+        self,
+        adata: ad.AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
         gene_key: str | None = None,
-    ) -> tuple[np.ndarray, GeneMatch, ValueReport]:  # fmt: skip
-        """Embed any AnnData in chunks: (embedding, gene match, value report). Nothing is written."""
+    ) -> tuple[np.ndarray, GeneMatch, ValueReport]:
+        """Embed any AnnData in chunks: (embedding, gene match, value report); write nothing."""
         source = expression_source(adata, layer=layer, use_raw=use_raw)
         report = detect_values(source, adata)
         match = self._match(source, gene_key)
         device = settings.device
         self.module.eval()
         self.module.to(device)
-        parts = [self.encoder(torch.from_numpy(x).to(device)).cpu().numpy()
-                 for _, x in iter_model_input(source, report, match.index, settings.batch_size, adata)]  # fmt: skip
+        parts = [
+            self.encoder(torch.from_numpy(x).to(device)).cpu().numpy()
+            for _, x in iter_model_input(source, report, match.index, settings.batch_size, adata)
+        ]
         return np.concatenate(parts), match, report
 
     def get_latent_representation(
-        self, adata: ad.AnnData | None = None, *, layer: str | None = None, use_raw: bool = False,
+        self,
+        adata: ad.AnnData | None = None,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
         gene_key: str | None = None,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """The embedding (cells x ``n_latent``, float32) of ``adata`` (default: the reference)."""
         if adata is None:
             adata, layer = self.adata, self.setup["layer"]
@@ -467,17 +629,30 @@ class MapCell(BaseModelClass):
         state = self.reference
         common = {"device": settings.device, "chunk_size": settings.batch_size}
         if mode == "prototype":
-            return nearest_prototype(embedding, state.prototypes, state.prototype_types, len(state.labels), **common)
+            return nearest_prototype(
+                embedding, state.prototypes, state.prototype_types, len(state.labels), **common
+            )
         if mode == "knn":
-            return knn_vote(embedding, state.reference_embedding, state.reference_types, len(state.labels), k=k, **common)
+            return knn_vote(
+                embedding,
+                state.reference_embedding,
+                state.reference_types,
+                len(state.labels),
+                k=k,
+                **common,
+            )
         msg = f"mode must be one of {MODES}, not {mode!r}"
         raise ValueError(msg)
 
     def classify(
-        self, embedding: np.ndarray, *, mode: Mode = "prototype", k: int = DEFAULT_K,
+        self,
+        embedding: np.ndarray,
+        *,
+        mode: Mode = "prototype",
+        k: int = DEFAULT_K,
         novelty_cutoff: float = NOVELTY_CUTOFF,
-    ) -> pd.DataFrame:  # fmt: skip
-        """Label embedded cells: a frame with ``label``, ``nearest``, ``distance``, ``novelty``, ``confidence``.
+    ) -> pd.DataFrame:
+        """Label embedded cells: ``label``, ``nearest``, ``distance``, ``novelty``, ``confidence``.
 
         ``novelty`` is the distance over the nearest type's threshold; cells above
         ``novelty_cutoff`` get the label "Unknown" while ``nearest`` keeps the nearest type.
@@ -487,28 +662,47 @@ class MapCell(BaseModelClass):
             msg = f"mode must be one of {MODES}, not {mode!r}"
             raise ValueError(msg)
         if k < 1:
-            msg = f"k must be a positive number of neighbours (the original MapCell used 21), not {k}"
+            msg = (
+                "k must be a positive number of neighbours (the original MapCell used "
+                f"21), not {k}"
+            )
             raise ValueError(msg)
         if not novelty_cutoff > 0:
-            msg = f"novelty_cutoff must be positive (1.0 is the calibrated threshold), not {novelty_cutoff}"
+            msg = (
+                "novelty_cutoff must be positive (1.0 is the calibrated threshold), not "
+                f"{novelty_cutoff}"
+            )
             raise ValueError(msg)
         result = self._search(torch.as_tensor(embedding, dtype=torch.float32), mode, k)
         novelty = result.distance / self.reference.thresholds[mode][result.nearest]
         labels = self.reference.labels
         nearest = pd.Categorical.from_codes(result.nearest, categories=labels)
-        label = pd.Categorical(np.where(novelty > novelty_cutoff, UNKNOWN, np.asarray(nearest, dtype=object)),
-                               categories=[*labels, UNKNOWN])  # fmt: skip
-        return pd.DataFrame({
-            "label": label, "nearest": nearest, "distance": result.distance.astype(np.float32),
-            "novelty": novelty.astype(np.float32), "confidence": result.confidence.astype(np.float32),
-        })  # fmt: skip
+        label = pd.Categorical(
+            np.where(novelty > novelty_cutoff, UNKNOWN, np.asarray(nearest, dtype=object)),
+            categories=[*labels, UNKNOWN],
+        )
+        return pd.DataFrame(
+            {
+                "label": label,
+                "nearest": nearest,
+                "distance": result.distance.astype(np.float32),
+                "novelty": novelty.astype(np.float32),
+                "confidence": result.confidence.astype(np.float32),
+            }
+        )
 
     def predict(
-        self, adata: ad.AnnData, *, layer: str | None = None, use_raw: bool = False,
-        gene_key: str | None = None, mode: Mode = "prototype", k: int = DEFAULT_K,
+        self,
+        adata: ad.AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
+        gene_key: str | None = None,
+        mode: Mode = "prototype",
+        k: int = DEFAULT_K,
         novelty_cutoff: float = NOVELTY_CUTOFF,
-    ) -> pd.DataFrame:  # fmt: skip
-        """Annotate ``adata`` without writing to it; the frame of :meth:`classify`, indexed like ``obs``."""
+    ) -> pd.DataFrame:
+        """Annotate ``adata`` without writing to it: the frame of :meth:`classify`, by cell."""
         self._check_trained()
         embedding, _, _ = self.embed_query(adata, layer=layer, use_raw=use_raw, gene_key=gene_key)
         frame = self.classify(embedding, mode=mode, k=k, novelty_cutoff=novelty_cutoff)
@@ -518,9 +712,16 @@ class MapCell(BaseModelClass):
     # ---------------------------------------------------------------- new types
 
     def add_cell_types(
-        self, adata: ad.AnnData, labels_key: str, *, layer: str | None = None, use_raw: bool = False,
-        gene_key: str | None = None, calibration_fraction: float = 0.5, seed: int | None = None,
-    ) -> list[str]:  # fmt: skip
+        self,
+        adata: ad.AnnData,
+        labels_key: str,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
+        gene_key: str | None = None,
+        calibration_fraction: float = 0.5,
+        seed: int | None = None,
+    ) -> list[str]:
         """Teach the model new types from a few labelled cells, without retraining.
 
         The cells go through the trained encoder; each new type gets a prototype (the mean of
@@ -545,37 +746,55 @@ class MapCell(BaseModelClass):
         self._check_trained()
         _check_labels(adata, labels_key, min_types=1, allow_unknown=True)
         labels = adata.obs[labels_key].astype(str)
-        new = [label for label in pd.unique(labels) if label not in (*self.reference.labels, UNKNOWN)]
+        new = [
+            label for label in pd.unique(labels) if label not in (*self.reference.labels, UNKNOWN)
+        ]
         if not new:
-            msg = (f"every label in adata.obs[{labels_key!r}] is already a type of the model (or "
-                   f"{UNKNOWN!r}): nothing to add")  # fmt: skip
+            msg = (
+                f"every label in adata.obs[{labels_key!r}] is already a type of the model (or "
+                f"{UNKNOWN!r}): nothing to add"
+            )
             raise ValueError(msg)
 
         embedding, _, _ = self.embed_query(adata, layer=layer, use_raw=use_raw, gene_key=gene_key)
         keep = labels.isin(new).to_numpy()
         embedding, codes = torch.as_tensor(embedding[keep]), _type_codes(labels[keep], new)
         seed = settings.seed if seed is None else seed
-        train_idx, calibration_idx = split_cells(codes, n_shots=None, calibration_fraction=calibration_fraction, seed=seed)
+        train_idx, calibration_idx = split_cells(
+            codes, n_shots=None, calibration_fraction=calibration_fraction, seed=seed
+        )
 
         old, n_old = self.reference, len(self.reference.labels)
-        prototypes, owners = compute_prototypes(embedding[train_idx], torch.as_tensor(codes[train_idx]), len(new))
+        prototypes, owners = compute_prototypes(
+            embedding[train_idx], torch.as_tensor(codes[train_idx]), len(new)
+        )
         grown = ReferenceState(
             labels=[*old.labels, *new],
             prototypes=torch.cat([old.prototypes, prototypes]),
             prototype_types=torch.cat([old.prototype_types, owners + n_old]),
             thresholds={},
             reference_embedding=torch.cat([old.reference_embedding, embedding[train_idx]]),
-            reference_types=torch.cat([old.reference_types, torch.as_tensor(codes[train_idx]) + n_old]),
-            cell_counts={**old.cell_counts, **{label: {"train": int((codes[train_idx] == i).sum()),
-                                                       "calibration": int((codes[calibration_idx] == i).sum()),
-                                                       "added": True}
-                                               for i, label in enumerate(new)}},
+            reference_types=torch.cat(
+                [old.reference_types, torch.as_tensor(codes[train_idx]) + n_old]
+            ),
+            cell_counts={
+                **old.cell_counts,
+                **{
+                    label: {
+                        "train": int((codes[train_idx] == i).sum()),
+                        "calibration": int((codes[calibration_idx] == i).sum()),
+                        "added": True,
+                    }
+                    for i, label in enumerate(new)
+                },
+            },
             calibration=old.calibration,
-        )  # fmt: skip
+        )
         try:
             self.reference = grown
-            new_thresholds = self._calibrate_added(embedding[calibration_idx], codes[calibration_idx] + n_old,
-                                                   old, n_old, len(new))  # fmt: skip
+            new_thresholds = self._calibrate_added(
+                embedding[calibration_idx], codes[calibration_idx] + n_old, old, n_old, len(new)
+            )
         except Exception:
             self.reference = old
             raise
@@ -583,13 +802,18 @@ class MapCell(BaseModelClass):
         logger.info("added %d cell types to the model: %s", len(new), ", ".join(new))
         return new
 
-    def _calibrate_added(self, embedding, codes, old: ReferenceState, n_old: int, n_new: int) -> dict:
-        quantile = old.calibration.get("quantile", 0.95)
+    def _calibrate_added(
+        self, embedding, codes, old: ReferenceState, n_old: int, n_new: int
+    ) -> dict:
+        quantile = old.calibration.get("quantile", CALIBRATION_QUANTILE)
         thresholds = {}
         for mode in MODES:
             pooled = float(np.median(old.thresholds[mode]))
             if mode == "prototype":
-                own, keep = self._distance_to_own_type(embedding, codes), np.ones(len(codes), dtype=bool)
+                own, keep = (
+                    self._distance_to_own_type(embedding, codes),
+                    np.ones(len(codes), dtype=bool),
+                )
             else:
                 result = self._search(embedding, mode)
                 own, keep = result.distance, result.nearest == codes
@@ -597,7 +821,10 @@ class MapCell(BaseModelClass):
             for j in range(n_new):
                 values = own[keep & (codes == n_old + j)]
                 if len(values) >= 2:
-                    added[j] = max(float(np.quantile(values, quantile)), pooled if len(values) < MIN_CALIBRATION_CELLS else 0)
+                    added[j] = max(
+                        float(np.quantile(values, quantile)),
+                        pooled if len(values) < MIN_CALIBRATION_CELLS else 0,
+                    )
             thresholds[mode] = np.concatenate([old.thresholds[mode], added])
         return thresholds
 
@@ -627,26 +854,40 @@ class MapCell(BaseModelClass):
         return load_bundle(dir_path)
 
     def __repr__(self) -> str:
-        state = "untrained" if self.reference is None else f"{len(self.reference.labels)} cell types"
+        state = (
+            "untrained" if self.reference is None else f"{len(self.reference.labels)} cell types"
+        )
         n_genes = len(getattr(self, "genes", []))
         return f"MapCell({n_genes} genes, {self.loss_config['loss']} loss, {state})"
 
 
-def _check_labels(adata: ad.AnnData, labels_key: str, *, min_types: int = 2, allow_unknown: bool = False) -> None:
+def _check_labels(
+    adata: ad.AnnData, labels_key: str, *, min_types: int = 2, allow_unknown: bool = False
+) -> None:
     if labels_key not in adata.obs:
-        msg = f"labels_key {labels_key!r} is not a column of adata.obs; the columns are {list(adata.obs.columns)}"
+        msg = (
+            f"labels_key {labels_key!r} is not a column of adata.obs; the columns are "
+            f"{list(adata.obs.columns)}"
+        )
         raise KeyError(msg)
     labels = adata.obs[labels_key]
     n_missing = int(labels.isna().sum())
     if n_missing:
-        msg = (f"adata.obs[{labels_key!r}] has {n_missing} cells without a label; drop them "
-               f"(adata[adata.obs[{labels_key!r}].notna()]) or give them one")  # fmt: skip
+        msg = (
+            f"adata.obs[{labels_key!r}] has {n_missing} cells without a label; drop them "
+            f"(adata[adata.obs[{labels_key!r}].notna()]) or give them one"
+        )
         raise ValueError(msg)
     if not allow_unknown and UNKNOWN in set(labels.astype(str)):
-        msg = (f"adata.obs[{labels_key!r}] uses the label {UNKNOWN!r}, which mapcell keeps for novel "
-               "cells; rename those cells' type or drop them from the reference")  # fmt: skip
+        msg = (
+            f"adata.obs[{labels_key!r}] uses the label {UNKNOWN!r}, which mapcell keeps for novel "
+            "cells; rename those cells' type or drop them from the reference"
+        )
         raise ValueError(msg)
     n_types = labels.astype(str).nunique()
     if n_types < min_types:
-        msg = f"adata.obs[{labels_key!r}] has {n_types} cell type(s); a reference needs at least {min_types}"
+        msg = (
+            f"adata.obs[{labels_key!r}] has {n_types} cell type(s); a reference needs at "
+            f"least {min_types}"
+        )
         raise ValueError(msg)

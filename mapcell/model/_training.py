@@ -61,11 +61,15 @@ class SiameseDataModule(pl.LightningDataModule):
         super().__init__()
         self.train_idx, self.val_idx = train_idx, val_idx
         self.n_train, self.n_val = len(train_idx), len(val_idx)
-        self._datasets = {name: self._subset(x, labels, batches, idx)
-                          for name, idx in (("train", train_idx), ("val", val_idx))}  # fmt: skip
+        self._datasets = {
+            name: self._subset(x, labels, batches, idx)
+            for name, idx in (("train", train_idx), ("val", val_idx))
+        }
         self._sampling = {"types_per_batch": types_per_batch, "cells_per_type": cells_per_type}
         self.seed = seed
-        self._train_sampler = ClassBalancedSampler(labels[train_idx].numpy(), seed=seed, **self._sampling)
+        self._train_sampler = ClassBalancedSampler(
+            labels[train_idx].numpy(), seed=seed, **self._sampling
+        )
 
     @staticmethod
     def _subset(x, labels, batches, idx) -> TensorDictDataset:
@@ -88,7 +92,9 @@ class SiameseDataModule(pl.LightningDataModule):
         if self.n_val == 0:
             return []
         labels = self._datasets["val"].tensors[LABELS_KEY].numpy()
-        sampler = ClassBalancedSampler(labels, seed=self.seed, n_batches=VALIDATION_BATCHES, **self._sampling)
+        sampler = ClassBalancedSampler(
+            labels, seed=self.seed, n_batches=VALIDATION_BATCHES, **self._sampling
+        )
         sampler.epoch = 0
         fixed = list(sampler)
         return DataLoader(self._datasets["val"], sampler=fixed, batch_size=None)
@@ -104,8 +110,14 @@ class SiameseTrainingPlan(TrainingPlan):
     def _log_step(self, batch, prefix: str) -> torch.Tensor:
         _, _, output = self.forward(batch, loss_kwargs=self.loss_kwargs)
         size = output.n_obs_minibatch
-        self.log(f"{prefix}_loss", output.loss, on_step=False, on_epoch=True, prog_bar=prefix == "train",
-                 batch_size=size)  # fmt: skip
+        self.log(
+            f"{prefix}_loss",
+            output.loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=prefix == "train",
+            batch_size=size,
+        )
         for name, value in output.extra_metrics.items():
             self.log(f"{prefix}_{name}", value, on_step=False, on_epoch=True, batch_size=size)
         return output.loss

@@ -45,17 +45,25 @@ class SiameseEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.config = {
-            "n_input": n_input, "n_latent": n_latent, "n_hidden": n_hidden,
-            "n_layers": n_layers, "dropout": dropout, "input_dropout": input_dropout,
-        }  # fmt: skip
+            "n_input": n_input,
+            "n_latent": n_latent,
+            "n_hidden": n_hidden,
+            "n_layers": n_layers,
+            "dropout": dropout,
+            "input_dropout": input_dropout,
+        }
         self.register_buffer("gene_mean", torch.zeros(n_input))
         self.register_buffer("gene_std", torch.ones(n_input))
 
         layers: list[nn.Module] = [nn.Dropout(input_dropout)]
         width = n_input
         for _ in range(n_layers):
-            layers += [nn.Linear(width, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU(),
-                       nn.Dropout(dropout)]  # fmt: skip
+            layers += [
+                nn.Linear(width, n_hidden),
+                nn.LayerNorm(n_hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
             width = n_hidden
         layers.append(nn.Linear(width, n_latent))
         self.network = nn.Sequential(*layers)

@@ -90,7 +90,10 @@ def loss_params(name: LossName, margin: float | None, temperature: float | None)
         raise ValueError(msg)
     if name == "supcon":
         if margin is not None:
-            msg = "margin applies to the 'contrastive' and 'triplet' losses; supcon takes temperature="
+            msg = (
+                "margin applies to the 'contrastive' and 'triplet' losses; supcon takes "
+                "temperature="
+            )
             raise ValueError(msg)
         return {"temperature": DEFAULT_TEMPERATURE if temperature is None else float(temperature)}
     if temperature is not None:

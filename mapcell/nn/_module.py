@@ -47,7 +47,11 @@ class SiameseModule(BaseModuleClass):
             positive, negative = pair_masks(labels, batches)
             distance = torch.cdist(z, z)
             metrics = {
-                "positive_distance": distance[positive].mean() if positive.any() else distance.new_tensor(0.0),
-                "negative_distance": distance[negative].mean() if negative.any() else distance.new_tensor(0.0),
+                "positive_distance": distance[positive].mean()
+                if positive.any()
+                else distance.new_tensor(0.0),
+                "negative_distance": distance[negative].mean()
+                if negative.any()
+                else distance.new_tensor(0.0),
             }
         return LossOutput(loss=value, n_obs_minibatch=len(z), extra_metrics=metrics)

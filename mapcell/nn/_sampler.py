@@ -36,7 +36,9 @@ class ClassBalancedSampler(Sampler[np.ndarray]):
         self.seed = seed
         self.epoch = 0
         batch_cells = self.types_per_batch * cells_per_type
-        self.n_batches = n_batches or max(math.ceil(len(labels) / batch_cells), MIN_BATCHES_PER_EPOCH)
+        self.n_batches = n_batches or max(
+            math.ceil(len(labels) / batch_cells), MIN_BATCHES_PER_EPOCH
+        )
 
     def __len__(self) -> int:
         return self.n_batches
@@ -48,7 +50,9 @@ class ClassBalancedSampler(Sampler[np.ndarray]):
         for _ in range(self.n_batches):
             types = rng.choice(len(self.groups), self.types_per_batch, replace=False)
             picks = [
-                rng.choice(self.groups[t], min(self.cells_per_type, len(self.groups[t])), replace=False)
+                rng.choice(
+                    self.groups[t], min(self.cells_per_type, len(self.groups[t])), replace=False
+                )
                 for t in types
             ]
             yield np.concatenate(picks)

@@ -44,15 +44,29 @@ def embedding(
         msg = f"{column!r} is not in adata.obs; run mc.tl.annotate first or pick an obs column"
         raise KeyError(msg)
     if f"X_{basis}" not in adata.obsm:
-        msg = f"adata.obsm has no 'X_{basis}'; compute it (sc.tl.umap) or choose basis= among {list(adata.obsm)}"
+        msg = (
+            f"adata.obsm has no 'X_{basis}'; compute it (sc.tl.umap) or choose basis= "
+            f"among {list(adata.obsm)}"
+        )
         raise KeyError(msg)
     palette = kwargs.pop("palette", None)
     if adata.obs[column].dtype == "category" and UNKNOWN in adata.obs[column].cat.categories:
         categories = list(adata.obs[column].cat.categories)
         base = sc.pl.palettes.default_20
-        palette = palette or {c: (UNKNOWN_COLOR if c == UNKNOWN else base[i % len(base)]) for i, c in enumerate(categories)}
-    figure = sc.pl.embedding(adata, basis=basis, color=column, palette=palette, ax=ax, show=False,
-                             return_fig=return_fig, **kwargs)  # fmt: skip
+        palette = palette or {
+            c: (UNKNOWN_COLOR if c == UNKNOWN else base[i % len(base)])
+            for i, c in enumerate(categories)
+        }
+    figure = sc.pl.embedding(
+        adata,
+        basis=basis,
+        color=column,
+        palette=palette,
+        ax=ax,
+        show=False,
+        return_fig=return_fig,
+        **kwargs,
+    )
     if return_fig:
         return figure
     if show:

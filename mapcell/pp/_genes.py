@@ -24,7 +24,7 @@ VAR_NAMES = "var_names"
 
 
 def normalise_gene_id(gene_id: str) -> str:
-    """Upper-case, strip spaces and drop an Ensembl version suffix (``ENSG...1.5`` -> ``ENSG...1``)."""
+    """Upper-case, strip spaces, drop an Ensembl version (``ENSG...1.5`` -> ``ENSG...1``)."""
     gene_id = str(gene_id).strip().upper()
     if _ENSEMBL_GENE.match(gene_id):
         gene_id = _VERSION_SUFFIX.sub("", gene_id)
@@ -49,8 +49,11 @@ def gene_id_sources(var: pd.DataFrame) -> dict[str, pd.Index]:
     sources = {VAR_NAMES: pd.Index(var.index.astype(str))}
     for column in var.columns:
         values = var[column]
-        if not (pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
-                or pd.api.types.is_string_dtype(values)):  # fmt: skip
+        if not (
+            pd.api.types.is_object_dtype(values)
+            or isinstance(values.dtype, pd.CategoricalDtype)
+            or pd.api.types.is_string_dtype(values)
+        ):
             continue
         values = values.dropna().astype(str)
         if len(values) and values.nunique() >= _MIN_DISTINCT_SHARE * len(var):
@@ -153,8 +156,10 @@ def match_genes(
     sources = gene_id_sources(var)
     if gene_key is not None:
         if gene_key not in var.columns:
-            msg = (f"gene_key={gene_key!r} is not a column of {where}.var; its columns are "
-                   f"{list(var.columns)}; omit gene_key to match var_names and columns by themselves")  # fmt: skip
+            msg = (
+                f"gene_key={gene_key!r} is not a column of {where}.var; its columns are "
+                f"{list(var.columns)}; omit gene_key to match var_names and columns by themselves"
+            )
             raise KeyError(msg)
         candidates = {f"var[{gene_key!r}]": pd.Index(var[gene_key].astype(str))}
     else:
@@ -173,8 +178,13 @@ def match_genes(
 
     logger.info(
         "    %d of %d model genes (%.1f%%) found in %s.%s, matched as %s",
-        match.n_found, match.n_model_genes, 100 * match.fraction, where, source, kind,
-    )  # fmt: skip
+        match.n_found,
+        match.n_model_genes,
+        100 * match.fraction,
+        where,
+        source,
+        kind,
+    )
     if match.fraction < MIN_GENE_OVERLAP:
         warn(
             f"only {match.n_found} of {match.n_model_genes} model genes "
@@ -188,15 +198,25 @@ def match_genes(
 
 
 def _no_overlap_message(match, model_gene_ids, sources, gene_key, where) -> str:
-    examples = "; ".join(f"{kind} like {', '.join(ids[:3])}" for kind, ids in model_gene_ids.items())
-    searched = ", ".join(f"{where}.{s}" for s in (sources if gene_key is None else [match.data_source]))
+    examples = "; ".join(
+        f"{kind} like {', '.join(ids[:3])}" for kind, ids in model_gene_ids.items()
+    )
+    searched = ", ".join(
+        f"{where}.{s}" for s in (sources if gene_key is None else [match.data_source])
+    )
     message = f"none of the {match.n_model_genes} model genes ({examples}) are in {searched}"
     if gene_key is not None:
-        found = {source: max(int((_positions(ids, data_ids) >= 0).sum()) for ids in model_gene_ids.values())
-                 for source, data_ids in sources.items()}  # fmt: skip
+        found = {
+            source: max(
+                int((_positions(ids, data_ids) >= 0).sum()) for ids in model_gene_ids.values()
+            )
+            for source, data_ids in sources.items()
+        }
         best = max(found, key=found.get)
         if found[best]:
             fix = "omit gene_key" if best == VAR_NAMES else f"pass gene_key={best[4:-1]}"
             return f"{message}; {found[best]} of them match {where}.{best}: {fix}"
-    return (f"{message}. Is this the same species and a gene table with symbols or Ensembl IDs? "
-            "Put identifiers of the model's kind in var_names or a var column (gene_key=...)")  # fmt: skip
+    return (
+        f"{message}. Is this the same species and a gene table with symbols or Ensembl IDs? "
+        "Put identifiers of the model's kind in var_names or a var column (gene_key=...)"
+    )

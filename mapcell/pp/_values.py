@@ -83,13 +83,17 @@ def _alternatives(adata: ad.AnnData | None) -> str:
 def check_values(values: np.ndarray, where: str, adata: ad.AnnData | None = None) -> None:
     """Raise when values are non-finite or negative, naming what to pass instead."""
     if not np.isfinite(values).all():
-        msg = (f"{where} holds NaN or infinite values; mapcell needs raw counts or log1p-normalised "
-               f"expression{_alternatives(adata)}")
+        msg = (
+            f"{where} holds NaN or infinite values; mapcell needs raw counts or log1p-normalised "
+            f"expression{_alternatives(adata)}"
+        )
         raise ValueError(msg)
     if values.size and values.min() < 0:
-        msg = (f"{where} has negative values (smallest {values.min():.3g}), so it looks scaled or "
-               "z-scored; mapcell needs raw counts or log1p-normalised expression: pass the layer "
-               f"that holds them or use_raw=True{_alternatives(adata)}")
+        msg = (
+            f"{where} has negative values (smallest {values.min():.3g}), so it looks scaled or "
+            "z-scored; mapcell needs raw counts or log1p-normalised expression: pass the layer "
+            f"that holds them or use_raw=True{_alternatives(adata)}"
+        )
         raise ValueError(msg)
 
 
@@ -118,9 +122,11 @@ def detect_values(source: ExpressionSource, adata: ad.AnnData | None = None) -> 
     if np.array_equal(values, np.round(values)):
         return ValueReport("counts", rescale=False)
     if values.max() > LOG_VALUE_CEILING:
-        msg = (f"{source.where} is not integer but reaches {values.max():.4g}, so it looks "
-               "normalised but not log-transformed; run sc.pp.log1p on it, or pass the layer "
-               f"with raw counts{_alternatives(adata)}")
+        msg = (
+            f"{source.where} is not integer but reaches {values.max():.4g}, so it looks "
+            "normalised but not log-transformed; run sc.pp.log1p on it, or pass the layer "
+            f"with raw counts{_alternatives(adata)}"
+        )
         raise ValueError(msg)
 
     totals = np.asarray(_expm1(block).sum(axis=1)).ravel()

@@ -58,7 +58,9 @@ def nearest_prototype(
         best = per_type.topk(min(2, n_types), dim=1, largest=False)
         nearest[rows] = best.indices[:, 0].cpu()
         d1[rows] = best.values[:, 0].cpu()
-        d2[rows] = (best.values[:, 1] if n_types > 1 else torch.full_like(best.values[:, 0], float("inf"))).cpu()
+        d2[rows] = (
+            best.values[:, 1] if n_types > 1 else torch.full_like(best.values[:, 0], float("inf"))
+        ).cpu()
     confidence = torch.where(torch.isinf(d2), torch.ones_like(d1), 1 - d1 / d2.clamp_min(1e-12))
     return SearchResult(nearest.numpy(), d1.numpy(), confidence.clamp(0, 1).numpy())
 
@@ -86,7 +88,9 @@ def knn_vote(
     for rows, block in _chunks(query, len(references), chunk_size, device):
         neighbours = torch.cdist(block, references).topk(k, dim=1, largest=False)
         types = reference_types[neighbours.indices]
-        votes = torch.zeros(len(block), n_types, device=device).scatter_add_(1, types, torch.ones_like(neighbours.values))
+        votes = torch.zeros(len(block), n_types, device=device).scatter_add_(
+            1, types, torch.ones_like(neighbours.values)
+        )
         summed = torch.zeros_like(votes).scatter_add_(1, types, neighbours.values)
         # Most votes first; among equal counts the smaller summed distance wins.
         winner = (votes - summed / (k * 4 + 1)).argmax(dim=1)

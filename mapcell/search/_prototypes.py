@@ -32,9 +32,13 @@ def _kmeans(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.T
 
 
 def compute_prototypes(
-    embedding: torch.Tensor, type_codes: torch.Tensor, n_types: int, *, per_type: int = 1,
+    embedding: torch.Tensor,
+    type_codes: torch.Tensor,
+    n_types: int,
+    *,
+    per_type: int = 1,
     seed: int | None = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Prototypes (P x dims) and the type code of each (P,).
 
     One centroid per type, or ``per_type`` k-means centres inside each type that has at least
@@ -47,7 +51,11 @@ def compute_prototypes(
         if len(cells) == 0:
             msg = f"cell type code {code} has no cells to build a prototype from"
             raise ValueError(msg)
-        centres = _kmeans(cells, per_type, generator) if len(cells) >= 2 * per_type > 2 else cells.mean(0, keepdim=True)
+        centres = (
+            _kmeans(cells, per_type, generator)
+            if len(cells) >= 2 * per_type > 2
+            else cells.mean(0, keepdim=True)
+        )
         prototypes.append(centres)
         owners.append(torch.full((len(centres),), code, dtype=torch.long))
     return torch.cat(prototypes), torch.cat(owners)
@@ -76,7 +84,10 @@ def calibrate_thresholds(
     sets a cut-off that rejects most of the type; types with none use the pooled one.
     """
     if not 0 < quantile < 1:
-        msg = f"calibration quantile must lie between 0 and 1 (0.95 to 0.99 is typical), not {quantile}"
+        msg = (
+            "calibration quantile must lie between 0 and 1 (0.95 to 0.99 is typical), not "
+            f"{quantile}"
+        )
         raise ValueError(msg)
     if len(distances) == 0:
         msg = "no held-out cells to calibrate thresholds on; keep some cells out of training"

@@ -19,14 +19,20 @@ def _resolve_model(model: MapCell | str | os.PathLike) -> MapCell:
         return model
     if isinstance(model, str | os.PathLike):
         return MapCell.load(model)
-    msg = f"model must be a trained MapCell or the path of a saved bundle, not {type(model).__name__}"
+    msg = (
+        "model must be a trained MapCell or the path of a saved bundle, not "
+        f"{type(model).__name__}"
+    )
     raise TypeError(msg)
 
 
 def _json_safe(record: dict) -> dict:
     # h5ad cannot store None: leave such entries out rather than invent a value.
-    return {key: _json_safe(value) if isinstance(value, dict) else value
-            for key, value in record.items() if value is not None}  # fmt: skip
+    return {
+        key: _json_safe(value) if isinstance(value, dict) else value
+        for key, value in record.items()
+        if value is not None
+    }
 
 
 def annotate(
@@ -97,18 +103,36 @@ def annotate(
     """
     model = _resolve_model(model)
     with timed(f"annotating {adata.n_obs} cells with MapCell ({mode} mode)"):
-        embedding, match, report = model.embed_query(adata, layer=layer, use_raw=use_raw, gene_key=gene_key)
+        embedding, match, report = model.embed_query(
+            adata, layer=layer, use_raw=use_raw, gene_key=gene_key
+        )
         frame = model.classify(embedding, mode=mode, k=k, novelty_cutoff=novelty_cutoff)
         record = {
-            "params": {"mode": mode, "k": k, "novelty_cutoff": novelty_cutoff, "layer": layer,
-                       "use_raw": use_raw, "gene_key": gene_key},
-            "model": {"source": getattr(model, "bundle_path", "in memory"), "mapcell_version": __version__,
-                      "labels": list(model.labels), "n_genes": len(model.genes)},
-            "thresholds": dict(zip(model.labels, model.reference.thresholds[mode].astype(float).tolist(), strict=True)),
+            "params": {
+                "mode": mode,
+                "k": k,
+                "novelty_cutoff": novelty_cutoff,
+                "layer": layer,
+                "use_raw": use_raw,
+                "gene_key": gene_key,
+            },
+            "model": {
+                "source": getattr(model, "bundle_path", "in memory"),
+                "mapcell_version": __version__,
+                "labels": list(model.labels),
+                "n_genes": len(model.genes),
+            },
+            "thresholds": dict(
+                zip(
+                    model.labels,
+                    model.reference.thresholds[mode].astype(float).tolist(),
+                    strict=True,
+                )
+            ),
             "gene_overlap": match.summary(),
             "values": {"kind": report.kind, "rescaled": report.rescale},
             "versions": package_versions(),
-        }  # fmt: skip
+        }
 
         target = adata.copy() if copy else adata
         obs_keys = [f"{key_added}_{name}" for name in OBS_FIELDS]
@@ -116,8 +140,10 @@ def annotate(
             target.obs[key] = frame[name].values  # positional: the frame follows adata's rows
         target.obsm[f"X_{key_added}"] = embedding.astype(np.float32)
         target.uns[key_added] = _json_safe(record)
-    log_added([f"'{key}', (adata.obs)" for key in obs_keys]
-              + [f"'X_{key_added}', (adata.obsm)", f"'{key_added}', (adata.uns)"])  # fmt: skip
+    log_added(
+        [f"'{key}', (adata.obs)" for key in obs_keys]
+        + [f"'X_{key_added}', (adata.obsm)", f"'{key_added}', (adata.uns)"]
+    )
     return target if copy else None
 
 

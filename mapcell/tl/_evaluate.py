@@ -41,10 +41,16 @@ def evaluate(
     """
     label_key, novelty_key = f"{key_added}_label", f"{key_added}_novelty"
     if label_key not in adata.obs or novelty_key not in adata.obs:
-        msg = f"adata.obs has no {label_key!r}; run mc.tl.annotate(adata, model, key_added={key_added!r}) first"
+        msg = (
+            f"adata.obs has no {label_key!r}; run mc.tl.annotate(adata, model, "
+            f"key_added={key_added!r}) first"
+        )
         raise KeyError(msg)
     if true_key not in adata.obs:
-        msg = f"true_key {true_key!r} is not a column of adata.obs; the columns are {list(adata.obs.columns)}"
+        msg = (
+            f"true_key {true_key!r} is not a column of adata.obs; the columns are "
+            f"{list(adata.obs.columns)}"
+        )
         raise KeyError(msg)
     if known_types is None:
         known_types = list(adata.uns.get(key_added, {}).get("model", {}).get("labels", []))
@@ -61,12 +67,23 @@ def evaluate(
     present = sorted(set(truth[known]))
     both = known.any() and (~known).any()
     return {
-        "accuracy": float((predicted[known] == truth[known]).mean()) if known.any() else float("nan"),
-        "macro_f1": float(f1_score(truth[known], predicted[known], labels=present, average="macro", zero_division=0))
-        if known.any() else float("nan"),
-        "known_called_unknown": float(called_unknown[known].mean()) if known.any() else float("nan"),
-        "novel_called_unknown": float(called_unknown[~known].mean()) if (~known).any() else float("nan"),
+        "accuracy": float((predicted[known] == truth[known]).mean())
+        if known.any()
+        else float("nan"),
+        "macro_f1": float(
+            f1_score(
+                truth[known], predicted[known], labels=present, average="macro", zero_division=0
+            )
+        )
+        if known.any()
+        else float("nan"),
+        "known_called_unknown": float(called_unknown[known].mean())
+        if known.any()
+        else float("nan"),
+        "novel_called_unknown": float(called_unknown[~known].mean())
+        if (~known).any()
+        else float("nan"),
         "novelty_auroc": float(roc_auc_score(~known, novelty)) if both else float("nan"),
         "n_known": int(known.sum()),
         "n_novel": int((~known).sum()),
-    }  # fmt: skip
+    }

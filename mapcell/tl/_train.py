@@ -73,15 +73,22 @@ def train(
     >>> model = mc.tl.train(ref, labels_key="cell_type", n_shots=20)
     """
     source = expression_source(adata, layer=layer, use_raw=use_raw)
-    columns = [labels_key] + ([batch_key] if batch_key is not None and batch_key != labels_key else [])
+    columns = [labels_key] + (
+        [batch_key] if batch_key is not None and batch_key != labels_key else []
+    )
     missing = [key for key in columns if key not in adata.obs]
     if missing:
-        msg = f"{missing[0]!r} is not a column of adata.obs; the columns are {list(adata.obs.columns)}"
+        msg = (
+            f"{missing[0]!r} is not a column of adata.obs; the columns are "
+            f"{list(adata.obs.columns)}"
+        )
         raise KeyError(msg)
     light = ad.AnnData(X=source.matrix, obs=adata.obs[columns].copy(), var=source.var.copy())
 
     with timed(f"training a MapCell reference on {adata.n_obs} cells"):
         MapCell.setup_anndata(light, labels_key=labels_key, batch_key=batch_key)
         model = MapCell(light, genes=genes, n_top_genes=n_top_genes, loss=loss, n_latent=n_latent)
-        model.train(max_epochs, n_shots=n_shots, seed=seed, progress_bar=progress_bar, **train_kwargs)
+        model.train(
+            max_epochs, n_shots=n_shots, seed=seed, progress_bar=progress_bar, **train_kwargs
+        )
     return model
