@@ -36,8 +36,12 @@ SHOTS = ("full", 5, 10, 20)
 VERSIONED = ("mapcell", "torch", "scvi-tools", "scanpy", "anndata", "scikit-learn", "celltypist")
 
 
-def run(task_names, method_names, shots) -> pd.DataFrame:
-    """Every (task, reference size, method) once; a row of scores and seconds each."""
+def run(task_names, method_names, shots, csv: Path | None = None) -> pd.DataFrame:
+    """Every (task, reference size, method) once; a row of scores and seconds each.
+
+    With ``csv``, the rows so far are rewritten there after every method, so a run that is
+    stopped part-way keeps what it measured (``--report-only`` turns such a file into the report).
+    """
     data = mc.datasets.shared_data_dir()
     if data is None:
         sys.exit("../shared/data is missing; set MAPCELL_SHARED_DATA to the datasets folder")
@@ -81,6 +85,8 @@ def run(task_names, method_names, shots) -> pd.DataFrame:
                         "predict_s": prediction.predict_seconds,
                     }
                 )
+                if csv is not None:
+                    pd.DataFrame(rows).to_csv(csv, index=False)
                 print(
                     f"{task_name:16s} {n_shots!s:5s} {method:22s} "
                     f"F1 {scores['macro_f1']:.3f} AUROC {scores['novelty_auroc']:.3f} "
@@ -102,13 +108,12 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
 
 def write_report(results: pd.DataFrame, seconds: float) -> None:
     """docs/benchmarks.md with one table per task, a few-shot table, versions and a figure."""
-    from tasks import TASKS as task_table  # noqa: F401  (names only)
-
+    took = "" if seconds != seconds else f", {seconds / 60:.1f} minutes in all"  # NaN: rebuilt
     lines = [
         "# Benchmarks",
         "",
         f"Produced by `python benchmarks/run.py` on {date.today().isoformat()} "
-        f"({platform.machine()}, {platform.python_version()}), {seconds / 60:.1f} minutes in all. "
+        f"({platform.machine()}, Python {platform.python_version()}{took}). "
         "Every number below was measured by that script; nothing is typed by hand.",
         "",
         "Metrics (computed once, in `benchmarks/metrics.py`): `accuracy` and `macro_f1` on "
@@ -200,6 +205,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--shots", nargs="+", default=[str(s) for s in SHOTS])
     parser.add_argument("--no-report", action="store_true", help="print and save the CSV only")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from benchmarks/results/results.csv, run nothing",
+    )
     args = parser.parse_args()
     shots = [s if s == "full" else int(s) for s in args.shots]
 
@@ -209,10 +219,13 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    start = time.perf_counter()
-    results = run(args.tasks, args.methods, shots)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
+    if args.report_only:
+        write_report(pd.read_csv(out / "results.csv", dtype={"shots": str}), seconds=float("nan"))
+        return
+    start = time.perf_counter()
+    results = run(args.tasks, args.methods, shots, csv=out / "results.csv")
     results.to_csv(out / "results.csv", index=False)
     if not args.no_report:
         write_report(results, time.perf_counter() - start)

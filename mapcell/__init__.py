@@ -7,8 +7,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from mapcell import datasets, pl, pp, tl
+from mapcell import datasets, hub, pl, pp, tl
 from mapcell._settings import settings
 from mapcell.model import MapCell
 
-__all__ = ["MapCell", "__version__", "datasets", "pl", "pp", "settings", "tl"]
+__all__ = ["MapCell", "__version__", "datasets", "hub", "pl", "pp", "settings", "tl"]

@@ -19,6 +19,9 @@ _VERBOSITY = {
     "debug": logging.DEBUG,
 }
 CACHE_DIR_ENV = "MAPCELL_CACHE_DIR"
+REGISTRY_URL_ENV = "MAPCELL_REGISTRY_URL"
+#: Address kinds a registry index may have; anything without "://" is a local path.
+REGISTRY_SCHEMES = ("http", "https", "file")
 
 
 class MapCellSettings:
@@ -33,6 +36,7 @@ class MapCellSettings:
         self.seed: int | None = 0
         self.progress_bar = True
         self._cache_dir: Path | None = None
+        self._registry_url: str | None = None
         self.verbosity = "info"
 
     @property
@@ -103,8 +107,43 @@ class MapCellSettings:
     def cache_dir(self, value: str | os.PathLike) -> None:
         self._cache_dir = Path(value)
 
+    @property
+    def registry_url(self) -> str | None:
+        """Address of the registry index of shared references (a JSON file), or ``None``.
+
+        An ``http://``, ``https://`` or ``file://`` URL, or the path of a local index file. Set
+        here, or with the environment variable ``MAPCELL_REGISTRY_URL``; there is no default
+        registry. Registry names (``"pbmc"``, ``"pbmc@1.0"``) are looked up in it.
+        """
+        if self._registry_url is not None:
+            return self._registry_url
+        return os.environ.get(REGISTRY_URL_ENV) or None
+
+    @registry_url.setter
+    def registry_url(self, value: str | os.PathLike | None) -> None:
+        if value is None:
+            self._registry_url = None
+            return
+        value = os.fspath(value)
+        scheme = value.split("://", 1)[0].lower() if "://" in value else None
+        if scheme is not None and scheme not in REGISTRY_SCHEMES:
+            msg = (
+                f"registry_url must be an http://, https:// or file:// URL or a local path, "
+                f"not {value!r}"
+            )
+            raise ValueError(msg)
+        self._registry_url = value
+
     def __repr__(self) -> str:
-        fields = ("device", "batch_size", "seed", "progress_bar", "verbosity", "cache_dir")
+        fields = (
+            "device",
+            "batch_size",
+            "seed",
+            "progress_bar",
+            "verbosity",
+            "cache_dir",
+            "registry_url",
+        )
         body = ", ".join(f"{name}={getattr(self, name)!r}" for name in fields)
         return f"MapCellSettings({body})"
 

@@ -236,3 +236,14 @@ def test_evaluate_on_pbmc68k_demo_split(pbmc):
     scores = mc.tl.evaluate(query, "bulk_labels")
     assert scores["n_novel"] == 95
     assert scores["novelty_auroc"] > 0.7
+
+
+@pytest.mark.parametrize("shown", [True, False], ids=["bar", "no-bar"])
+def test_a_query_of_several_chunks_shows_progress(model, query, capsys, shown):
+    mc.settings.batch_size, mc.settings.progress_bar = 50, shown
+    try:
+        model.predict(query)
+    finally:
+        mc.settings.batch_size = 1024
+    captured = capsys.readouterr()
+    assert ("embedding" in captured.out + captured.err) is shown

@@ -19,6 +19,7 @@ from mapcell._constants import (
     BUNDLE_WEIGHTS_FILE,
 )
 from mapcell.hub import BundleError
+from mapcell.hub._files import sha256_file
 
 BUNDLE_FILES = sorted([BUNDLE_WEIGHTS_FILE, BUNDLE_CONFIG_FILE, BUNDLE_CARD_FILE])
 
@@ -239,10 +240,27 @@ def _truncate_weights(path: Path) -> None:
     (path / BUNDLE_WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
 
 
+def _truncate_unrecorded_weights(path: Path) -> None:
+    config = _read_json(path)
+    del config["weights"]  # as in bundles of mapcell 0.1, which recorded no checksum
+    _write_json(path, config)
+    _truncate_weights(path)
+
+
+def _record_checksum(path: Path) -> None:
+    config = _read_json(path)
+    weights = path / BUNDLE_WEIGHTS_FILE
+    config["weights"].update(sha256=sha256_file(weights), size=weights.stat().st_size)
+    _write_json(path, config)
+
+
 def _replace_tensor(path: Path, name: str, make) -> None:
+    # Weights and configuration that agree on the checksum but not on the arrays, as a faulty
+    # writer would make them: the shape checks behind the checksum must catch it.
     tensors = load_file(path / BUNDLE_WEIGHTS_FILE)
     tensors[name] = make(tensors[name])
     save_file(tensors, path / BUNDLE_WEIGHTS_FILE)
+    _record_checksum(path)
 
 
 def _wrong_prototype_shape(path: Path) -> None:
@@ -278,7 +296,16 @@ def _prototype_type_beyond_labels(path: Path) -> None:
         (_no_schema, BundleError, "has no valid schema_version"),
         (_newer_schema, BundleError, "newer than this mapcell reads.*upgrade mapcell"),
         (_no_labels, BundleError, r"lacks the fields \['labels'\]"),
-        (_truncate_weights, BundleError, "model.safetensors cannot be read.*truncated or damaged"),
+        (
+            _truncate_weights,
+            BundleError,
+            r"model\.safetensors has \d+ bytes, but mapcell.json records \d+: .*truncated",
+        ),
+        (
+            _truncate_unrecorded_weights,
+            BundleError,
+            "model.safetensors cannot be read.*truncated or damaged",
+        ),
         (_wrong_prototype_shape, BundleError, "prototypes has shape .*do not belong together"),
         (_wrong_encoder_weight, BundleError, "does not fit the encoder in mapcell.json"),
         (_short_thresholds, BundleError, r"thresholds\.prototype must hold 3 positive numbers"),
@@ -299,6 +326,7 @@ def _prototype_type_beyond_labels(path: Path) -> None:
         "schema-newer",
         "field-missing",
         "weights-truncated",
+        "weights-truncated-no-checksum",
         "tensor-wrong-shape",
         "encoder-weight-wrong-shape",
         "thresholds-wrong-length",
@@ -397,3 +425,175 @@ def test_save_untrained_model(reference, tmp_path):
     with pytest.raises(RuntimeError, match=r"not trained yet; call model\.train"):
         untrained.save(tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the weights' checksum
+
+
+def test_config_records_the_weights_checksum(bundle):
+    record = _read_json(bundle)["weights"]
+
+    assert record == {
+        "file": BUNDLE_WEIGHTS_FILE,
+        "sha256": sha256_file(bundle / BUNDLE_WEIGHTS_FILE),
+        "size": (bundle / BUNDLE_WEIGHTS_FILE).stat().st_size,
+    }
+
+
+def test_load_refuses_altered_weights_of_valid_shapes(bundle):
+    tensors = load_file(bundle / BUNDLE_WEIGHTS_FILE)
+    tensors["prototypes"] = tensors["prototypes"].flip(0).contiguous()  # same shape and size
+    save_file(tensors, bundle / BUNDLE_WEIGHTS_FILE, metadata={"format": "mapcell"})
+
+    with pytest.raises(
+        BundleError,
+        match=r"does not match the sha256 recorded in mapcell.json .*altered or damaged after "
+        r"the bundle was saved; copy or download the bundle again",
+    ):
+        mc.MapCell.load(bundle)
+
+
+def test_bundle_is_readable_by_others(bundle, model):
+    # mkdtemp makes private folders; a bundle to share must not stay one.
+    mode = Path(model.bundle_path).stat().st_mode & 0o777
+    files = {entry.stat().st_mode & 0o777 for entry in Path(model.bundle_path).iterdir()}
+
+    assert mode & 0o055 == 0o055
+    assert all(m & 0o044 == 0o044 for m in files)
+
+
+# ---------------------------------------------------------------- JSON field types
+
+
+def _set(path: Path, dotted: str, value) -> None:
+    config = _read_json(path)
+    *outer, last = dotted.split(".")
+    target = config
+    for key in outer:
+        target = target[key]
+    target[last] = value
+    _write_json(path, config)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        pytest.param(
+            "encoder.n_latent", "8", r"encoder\.n_latent is a string \('8'\), expected an integer",
+            id="integer-as-string",
+        ),
+        pytest.param("labels", ["alpha", 2, "gamma"], r"labels\[1\] is an integer \(2\), "
+                     "expected a string", id="label-not-string"),
+        pytest.param(
+            "genes.ids.symbol", ["A", "B"], r"genes\.ids\.symbol holds 2 identifiers for 120",
+            id="gene-ids-short",
+        ),
+        pytest.param(
+            "search.thresholds.prototype", ["0.1", 0.2, 0.3],
+            r"search\.thresholds\.prototype\[0\] is a string", id="threshold-as-string",
+        ),
+        pytest.param(
+            "weights.sha256", "not-a-checksum", r"weights\.sha256 .* is not of the form",
+            id="checksum-not-hex",
+        ),
+        pytest.param("about.name", 7, r"about\.name is an integer \(7\)", id="about-not-text"),
+        pytest.param(
+            "setup.batch_key", True, r"setup\.batch_key is a boolean \(true\), expected a string "
+            "or null", id="bool-for-string",
+        ),
+        pytest.param("encoder", [1, 2], r"encoder is a list of 2, expected an object",
+                     id="object-as-list"),
+        pytest.param("labels", ["alpha", "alpha", "gamma"], r"labels repeats \['alpha'\]",
+                     id="labels-repeated"),
+        pytest.param("encoder.n_input", 5, r"encoder\.n_input is 5, not 120 genes",
+                     id="n-input-not-genes"),
+    ],
+)  # fmt: skip
+def test_load_refuses_fields_of_the_wrong_type(bundle, field, value, match):
+    _set(bundle, field, value)
+
+    with pytest.raises(BundleError, match=rf"does not match the bundle schema: .*{match}"):
+        mc.MapCell.load(bundle)
+
+
+def test_schema_error_says_what_to_do(bundle):
+    _set(bundle, "encoder.n_layers", 2.5)
+
+    with pytest.raises(BundleError, match=r"save the model again with model\.save\(\)"):
+        mc.MapCell.load(bundle)
+
+
+def test_load_ignores_fields_it_does_not_know(bundle, model):
+    _set(bundle, "added_by_a_newer_mapcell", {"anything": [1, "two"]})
+
+    assert mc.MapCell.load(bundle).labels == model.labels
+
+
+# ---------------------------------------------------------------- bundles of older releases
+
+BUNDLE_V1 = Path(__file__).parent / "data" / "bundle_v1"
+
+
+def test_bundle_of_mapcell_0_1_loads_and_annotates_as_it_did(query):
+    # Written by tests/data/make_bundle_v1.py with mapcell 0.1.0: schema 1, no weights checksum.
+    expected = json.loads((BUNDLE_V1.parent / "bundle_v1_expected.json").read_text())
+    assert "weights" not in _read_json(BUNDLE_V1)
+
+    mc.tl.annotate(query, str(BUNDLE_V1))
+
+    assert query.obs["mapcell_label"].astype(str).tolist() == expected["label"]
+    np.testing.assert_allclose(query.obs["mapcell_distance"], expected["distance"], atol=1e-5)
+    assert query.uns["mapcell"]["model"]["source"] == str(BUNDLE_V1)
+
+
+def test_bundle_of_mapcell_0_1_is_tiny():
+    assert sum(entry.stat().st_size for entry in BUNDLE_V1.iterdir()) < 100_000
+
+
+# ---------------------------------------------------------------- the model card and about
+
+
+def test_card_reads_on_its_own(model, bundle):
+    card = (bundle / BUNDLE_CARD_FILE).read_text(encoding="utf-8")
+    config = _read_json(bundle)
+
+    for section in ("Use", "Cell types", "Genes and input", "Training", "Calibration",
+                    "Intended use and limits", "Files and provenance"):  # fmt: skip
+        assert f"\n## {section}\n" in card
+    for label, counts in config["cell_counts"].items():
+        assert f"| {label} | {counts['train']} | {counts['calibration']} |" in card
+    assert "120 genes, kept as gene symbols and Ensembl gene IDs: `GENE0000`" in card
+    assert "loss: contrastive" in card
+    assert "0.99 quantile" in card
+    assert "held-out accuracy | 1.000 |" in card or "held-out accuracy | 0." in card
+    assert config["weights"]["sha256"] in card
+    assert max(len(line) for line in card.splitlines() if not line.startswith("|")) <= 99
+
+
+def test_save_with_about_names_the_reference(model, tmp_path):
+    about = {"name": "tiny", "version": "1.0", "species": "mouse", "tissue": "lung",
+             "description": "Three synthetic types.", "license": "CC-BY-4.0"}  # fmt: skip
+    mc.hub.save_bundle(model, tmp_path / "named", about=about)
+    card = (tmp_path / "named" / BUNDLE_CARD_FILE).read_text(encoding="utf-8")
+
+    assert card.startswith("# tiny 1.0\n\nThree synthetic types.")
+    assert "| species | mouse |" in card
+    assert 'mc.tl.annotate(adata, "tiny@1.0")' in card
+    loaded = mc.MapCell.load(tmp_path / "named")
+    assert loaded.about == about
+    loaded.save(tmp_path / "again")  # about travels with the model
+    assert _read_json(tmp_path / "again")["about"] == about
+
+
+@pytest.mark.parametrize(
+    ("about", "error", "match"),
+    [
+        ({"colour": "blue"}, ValueError, r"about takes the fields .*not \['colour'\]"),
+        ({"name": 3}, TypeError, r"about fields are text; \['name'\] are not strings"),
+    ],
+    ids=["unknown-field", "not-text"],
+)
+def test_save_refuses_bad_about(model, tmp_path, about, error, match):
+    with pytest.raises(error, match=match):
+        mc.hub.save_bundle(model, tmp_path / "named", about=about)
+    assert not (tmp_path / "named").exists()

@@ -3,6 +3,8 @@
 #   bash tools/dev.sh demo           train and annotate on scanpy's pbmc68k_reduced
 #   bash tools/dev.sh test [ARGS]    the test suite (ARGS go to pytest)
 #   bash tools/dev.sh lint           ruff check and format check
+#   bash tools/dev.sh docs [ARGS]    the documentation into docs/_build/html, warnings as errors
+#                                    (ARGS go to sphinx-build); installs the docs extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +25,16 @@ venv=.venv/bin
 
 task=${1:-test}
 shift || true
+if [ "$task" = docs ]; then
+  "$venv/python" -m pip install --quiet -e '.[test,docs]'
+fi
 case "$task" in
   demo) exec "$venv/mapcell" demo "$@" ;;
   test) exec "$venv/python" -m pytest "$@" ;;
   lint) "$venv/ruff" check . && exec "$venv/ruff" format --check . ;;
-  *) echo "unknown task '$task': use demo, test or lint" >&2; exit 2 ;;
+  docs)
+    # A fresh build each time: stale generated API pages would hide a docstring that broke.
+    rm -rf docs/_build docs/generated
+    exec "$venv/sphinx-build" -W --keep-going -b html "$@" docs docs/_build/html ;;
+  *) echo "unknown task '$task': use demo, test, lint or docs" >&2; exit 2 ;;
 esac

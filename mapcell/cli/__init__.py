@@ -1,4 +1,4 @@
-"""The ``mapcell`` command line: ``train``, ``annotate`` and ``demo``."""
+"""The ``mapcell`` command line: ``train``, ``annotate``, ``demo`` and ``models``."""
 
 from mapcell.cli._main import main
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,3 +116,99 @@ def demo(args) -> int:
         print(f"{name:<{width}}  {value:.3f}")
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     return 0
+
+
+def _size(n_bytes) -> str:
+    if n_bytes is None or n_bytes != n_bytes:  # absent, or NaN in a frame
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return "?"
+
+
+def _list(args) -> int:
+    frame = mc.hub.list_models()
+    if frame.empty:
+        print(f"the registry {mc.settings.registry_url} lists no references")
+        return 0
+    shown = frame.assign(
+        size=frame["size"].map(_size),
+        downloaded=frame["downloaded"].map({True: "yes", False: "no"}),
+        n_cell_types=frame["n_cell_types"].map(lambda n: "?" if n != n else f"{n:.0f}"),
+        description=frame["description"].fillna("").str.slice(0, 60),
+    ).rename(columns={"n_cell_types": "types"})
+    print(shown.fillna("").to_string(index=False))
+    return 0
+
+
+_INFO_FIELDS = ("name", "version", "description", "species", "tissue", "license",
+                "n_cell_types", "n_genes", "size", "sha256", "url", "registry")  # fmt: skip
+
+
+def _info(args) -> int:
+    entry = mc.hub.describe(args.name)
+    width = max(len(field) for field in _INFO_FIELDS)
+    for field in _INFO_FIELDS:
+        if field in entry:
+            value = _size(entry[field]) if field == "size" else entry[field]
+            print(f"{field:<{width}}  {value}")
+    handle = f"{entry['name']}@{entry['version']}"
+    if entry["path"] is None:
+        print(f"\nnot downloaded yet: mapcell models get {handle}")
+        return 0
+    print(f"{'downloaded':<{width}}  {entry['path']}\n")
+    card = Path(entry["path"]) / "README.md"
+    if card.is_file():
+        print(card.read_text(encoding="utf-8"))
+    return 0
+
+
+def _get(args) -> int:
+    if args.force:
+        mc.hub.download(args.name, force=True)
+    model = mc.MapCell.load(args.name)
+    print(
+        f"{args.name}: {len(model.labels)} cell types, {len(model.genes)} genes, checked and "
+        f"ready in {model.bundle_path}"
+    )
+    return 0
+
+
+def _publish(args) -> int:
+    entry = mc.hub.publish(
+        args.bundle,
+        args.output_dir,
+        name=args.name,
+        version=args.bundle_version,
+        base_url=args.base_url,
+        index=args.index,
+        overwrite=args.overwrite,
+        description=args.description,
+        species=args.species,
+        tissue=args.tissue,
+        license=args.license,
+        authors=args.authors,
+        citation=args.citation,
+        url=args.homepage,
+    )
+    archive = args.output_dir / entry["url"].rsplit("/", 1)[-1]
+    print(json.dumps(entry, indent=2))
+    destination = f"to {args.base_url}" if args.base_url else "beside the index"
+    if args.index is not None:
+        where = f"the entry was added to {args.index}; upload it and the archive {destination}"
+    else:
+        where = (
+            "add the entry above to the 'models' list of the registry's index.json, and "
+            f"upload the archive {destination}"
+        )
+    print(f"next: {where} ({archive})", file=sys.stderr)
+    return 0
+
+
+def models(args) -> int:
+    """``mapcell models list | info NAME | get NAME | publish BUNDLE``."""
+    if getattr(args, "registry", None):
+        mc.settings.registry_url = args.registry
+    return {"list": _list, "info": _info, "get": _get, "publish": _publish}[args.action](args)

@@ -1,7 +1,8 @@
 """The bundle: a folder with ``model.safetensors``, ``mapcell.json`` and a ``README.md`` card.
 
 No pickle anywhere: weights and arrays are safetensors, everything else is JSON, and loading
-checks the schema version, the files and every shape before it builds anything.
+checks the schema version, the types of the JSON fields, the weights' checksum and every shape
+before it builds anything. The format is specified in ``docs/bundle.md``.
 """
 
 from __future__ import annotations
@@ -27,26 +28,92 @@ from mapcell._constants import (
     BUNDLE_WEIGHTS_FILE,
 )
 from mapcell._logging import logger
+from mapcell.hub._card import model_card
+from mapcell.hub._files import make_readable, sha256_file
+from mapcell.hub._reference_map import CONFIG_FIELD as REFERENCE_MAP_FIELD  # issue #4
+from mapcell.hub._reference_map import read_reference_map  # issue #4
+from mapcell.hub._schema import (
+    BOOLEAN,
+    FINITE,
+    INTEGER,
+    NUMBER,
+    OPTIONAL_STRING,
+    SHA256,
+    STRING,
+    ListOf,
+    MapOf,
+    Obj,
+    Scalar,
+    check,
+)
 
 #: Arrays kept beside the encoder's weights, with the JSON field that gives their first dimension.
 _REFERENCE_TENSORS = ("prototypes", "prototype_types", "reference_embedding", "reference_types")
 _ENCODER_PREFIX = "encoder."
-_REQUIRED_FIELDS = (
-    "schema_version",
-    "genes",
-    "labels",
-    "preprocessing",
-    "encoder",
-    "loss",
-    "search",
-)
-_REQUIRED_NESTED = {
-    "genes": ("names", "ids"),
-    "encoder": ("n_input", "n_latent", "n_hidden", "n_layers", "dropout", "input_dropout"),
-    "loss": ("loss",),
-    "search": ("thresholds", "n_prototypes", "n_reference_cells"),
-}
 _MODES = ("prototype", "knn")
+
+#: Fields of ``about``: what a person or a registry says the reference is.
+ABOUT_FIELDS = ("name", "version", "description", "species", "tissue", "license", "authors",
+                "citation", "url")  # fmt: skip
+
+_CALIBRATION_MODE = Obj(
+    optional={"heldout_accuracy": NUMBER, "types_with_pooled_threshold": ListOf(STRING)}
+)
+_OPTIONAL_INTEGER = Scalar(("integer", "null"))
+
+#: The schema of ``mapcell.json`` (version 1): docs/bundle.md describes every field.
+BUNDLE_SCHEMA = Obj(
+    required={
+        "schema_version": INTEGER,
+        "genes": Obj(required={"names": ListOf(STRING), "ids": MapOf(ListOf(STRING))}),
+        "labels": ListOf(STRING),
+        "preprocessing": Obj(
+            required={"reference_values": STRING, "target_sum": FINITE},
+            optional={"log1p": BOOLEAN},
+        ),
+        "encoder": Obj(
+            required={
+                "n_input": INTEGER,
+                "n_latent": INTEGER,
+                "n_hidden": INTEGER,
+                "n_layers": INTEGER,
+                "dropout": FINITE,
+                "input_dropout": FINITE,
+            }
+        ),
+        "loss": Obj(required={"loss": STRING}, optional={"margin": FINITE, "temperature": FINITE}),
+        "search": Obj(
+            required={
+                "thresholds": MapOf(ListOf(NUMBER)),
+                "n_prototypes": INTEGER,
+                "n_reference_cells": INTEGER,
+            }
+        ),
+    },
+    optional={
+        "created": STRING,
+        "about": Obj(optional=dict.fromkeys(ABOUT_FIELDS, STRING)),
+        "weights": Obj(required={"file": STRING, "sha256": SHA256, "size": INTEGER}),
+        "setup": Obj(
+            optional={"labels_key": STRING, "batch_key": OPTIONAL_STRING, "layer": OPTIONAL_STRING}
+        ),
+        "cell_counts": MapOf(
+            Obj(required={"train": INTEGER, "calibration": INTEGER}, optional={"added": BOOLEAN})
+        ),
+        "calibration": Obj(
+            optional={"quantile": FINITE, "prototype": _CALIBRATION_MODE, "knn": _CALIBRATION_MODE}
+        ),
+        "training": Obj(
+            optional={
+                **dict.fromkeys(("n_cells", "n_train", "n_calibration", "epochs_run"), INTEGER),
+                **dict.fromkeys(("n_shots", "max_epochs", "seed"), _OPTIONAL_INTEGER),
+            }
+        ),
+        "history": MapOf(ListOf(NUMBER)),
+        "versions": MapOf(STRING),
+        "reference_map": Obj(),
+    },
+)
 
 
 class BundleError(ValueError):
@@ -73,12 +140,29 @@ def _history(model) -> dict[str, list[float]]:
     return out
 
 
-def bundle_config(model) -> dict:
+def check_about(about: dict) -> dict[str, str]:
+    """``about`` with empty entries dropped; unknown fields and non-strings are refused."""
+    unknown = sorted(set(about) - set(ABOUT_FIELDS))
+    if unknown:
+        msg = f"about takes the fields {list(ABOUT_FIELDS)}, not {unknown}"
+        raise ValueError(msg)
+    wrong = sorted(key for key, value in about.items() if not isinstance(value, str | None))
+    if wrong:
+        msg = f"about fields are text; {wrong} are not strings"
+        raise TypeError(msg)
+    return {key: value for key, value in about.items() if value}
+
+
+def bundle_config(model, about: dict | None = None) -> dict:
     """Everything but the arrays, as the JSON document of the bundle."""
     state = model.reference
+    if about is None:
+        about = getattr(model, "about", None) or {}
+    about = check_about(about)
     return {
         "schema_version": BUNDLE_SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "about": about,
         "genes": {
             "names": list(model.genes),
             "ids": {k: list(v) for k, v in model.gene_ids.items()},
@@ -103,8 +187,29 @@ def bundle_config(model) -> dict:
     }
 
 
-def save_bundle(model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``model`` to the folder ``path`` atomically; see :meth:`mapcell.MapCell.save`."""
+def save_bundle(
+    model, path: str | os.PathLike, *, overwrite: bool = False, about: dict | None = None
+) -> Path:
+    """Write ``model`` to the folder ``path`` atomically; see :meth:`mapcell.MapCell.save`.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~mapcell.MapCell`.
+    path
+        The bundle folder to write.
+    overwrite
+        Replace an existing bundle at ``path``.
+    about
+        What the reference is, for its card and a registry: ``name``, ``version``,
+        ``description``, ``species``, ``tissue``, ``license``, ``authors``, ``citation``, ``url``
+        (all text, all optional). By default the ``about`` of the bundle ``model`` was loaded
+        from, if any.
+
+    Returns
+    -------
+    The bundle folder.
+    """
     model._check_trained()
     path = Path(path)
     if path.exists() and not overwrite:
@@ -122,20 +227,38 @@ def save_bundle(model, path: str | os.PathLike, *, overwrite: bool = False) -> P
     tensors.update(
         {name: getattr(state, name).detach().cpu().contiguous() for name in _REFERENCE_TENSORS}
     )
-    config = bundle_config(model)
+    config = bundle_config(model, about)
+    # -- reference map (issue #4): kept when mc.tl.fit_reference_map made one; no pickle.
+    reference_map = getattr(model, "reference_map", None)
+    if reference_map is not None:
+        tensors.update(reference_map.tensors())
+        config[REFERENCE_MAP_FIELD] = reference_map.config()
+    # -- end of reference map
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file(tensors, staging / BUNDLE_WEIGHTS_FILE, metadata={"format": "mapcell"})
-        (staging / BUNDLE_CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
-        (staging / BUNDLE_CARD_FILE).write_text(model_card(config), encoding="utf-8")
+        weights = staging / BUNDLE_WEIGHTS_FILE
+        save_file(tensors, weights, metadata={"format": "mapcell"})
+        config["weights"] = {
+            "file": BUNDLE_WEIGHTS_FILE,
+            "sha256": sha256_file(weights),
+            "size": weights.stat().st_size,
+        }
+        write_bundle_documents(staging, config)
+        make_readable(staging)
         _replace_dir(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("saved MapCell bundle to %s", path)
     return path
+
+
+def write_bundle_documents(folder: Path, config: dict) -> None:
+    """Write ``mapcell.json`` and the ``README.md`` card made from it into ``folder``."""
+    (folder / BUNDLE_CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    (folder / BUNDLE_CARD_FILE).write_text(model_card(config), encoding="utf-8")
 
 
 def _replace_dir(staging: Path, path: Path) -> None:
@@ -151,59 +274,6 @@ def _replace_dir(staging: Path, path: Path) -> None:
         backup.rename(path)
         raise
     shutil.rmtree(backup, ignore_errors=True)
-
-
-def model_card(config: dict) -> str:
-    """A short Markdown card a person reads: types, genes, training and calibration."""
-    counts = pd.DataFrame(config["cell_counts"]).T.reindex(config["labels"])
-    rows = "\n".join(
-        f"| {label} | {int(row['train'])} | {int(row['calibration'])} |"
-        for label, row in counts.iterrows()
-    )
-    training = config.get("training", {})
-    genes, preprocessing = config["genes"], config["preprocessing"]
-    thresholds = config["search"]["thresholds"]["prototype"]
-    accuracy = config.get("calibration", {}).get("prototype", {}).get("heldout_accuracy")
-    accuracy_line = f"{accuracy:.3f}" if isinstance(accuracy, float) else "not measured"
-    return f"""# MapCell reference
-
-A Siamese reference model for annotating single-cell RNA-seq data with
-[mapcell](https://github.com/mapcell/mapcell). Load it with `mc.MapCell.load(path)` and annotate
-with `mc.tl.annotate(adata, model)`.
-
-## Cell types
-
-| cell type | training cells | held-out (calibration) cells |
-|---|---|---|
-{rows}
-
-## Genes and input
-
-{len(genes["names"])} genes (identifiers: {", ".join(genes["ids"])}), for example
-{", ".join(genes["names"][:5])}. Input: {preprocessing["reference_values"]} in the reference,
-brought to log1p of counts per {preprocessing["target_sum"]:g}.
-
-## Training
-
-Loss: {config["loss"]["loss"]}; encoder: {config["encoder"]["n_input"]} genes ->
-{config["encoder"]["n_latent"]} dimensions, {config["encoder"]["n_layers"]} hidden layers of
-{config["encoder"]["n_hidden"]}. Cells per type for training (n_shots): {training.get("n_shots")};
-epochs run: {training.get("epochs_run")}; seed: {training.get("seed")}.
-
-## Calibration
-
-Per-type thresholds are the {training.get("calibration_quantile")} quantile of held-out reference
-cells' distances to their type (median threshold {np.median(thresholds):.3f}). Held-out accuracy of
-the nearest prototype: {accuracy_line}.
-
-## Intended use and limits
-
-Label cells of the tissue and species of this reference; cells of types it never saw should come
-out "Unknown", but a new type close to a known one can still take that type's label. Check gene
-overlap (logged at annotation) and look at the novelty scores before trusting the labels.
-
-Versions: {", ".join(f"{k} {v}" for k, v in config["versions"].items())}.
-"""
 
 
 def _read_config(path: Path) -> dict:
@@ -242,18 +312,65 @@ def _read_config(path: Path) -> dict:
             f"({BUNDLE_SCHEMA_VERSION}); upgrade mapcell (pip install -U mapcell)"
         )
         raise BundleError(msg)
-    absent = [key for key in _REQUIRED_FIELDS if key not in config]
-    absent += [
-        f"{outer}.{inner}"
-        for outer, inners in _REQUIRED_NESTED.items()
-        if outer in config
-        for inner in inners
-        if not isinstance(config[outer], dict) or inner not in config[outer]
-    ]
-    if absent:
-        msg = f"{path / BUNDLE_CONFIG_FILE} lacks the fields {absent}; the bundle is damaged"
-        raise BundleError(msg)
+    _check_schema(config, path / BUNDLE_CONFIG_FILE)
     return config
+
+
+def _check_schema(config: dict, where: Path) -> None:
+    absent, problems = check(config, BUNDLE_SCHEMA)
+    if absent:
+        msg = f"{where} lacks the fields {absent}; the bundle is damaged"
+        raise BundleError(msg)
+    if not problems:  # the fields agree with each other only once each has its type
+        problems = _consistency_problems(config)
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if problems[5:] else ""
+        )
+        msg = (
+            f"{where} does not match the bundle schema: {shown}. The file was edited or written "
+            "by another tool; save the model again with model.save(), or download it again"
+        )
+        raise BundleError(msg)
+
+
+def _consistency_problems(config: dict) -> list[str]:
+    n_genes, labels = len(config["genes"]["names"]), config["labels"]
+    problems = [
+        f"genes.ids.{kind} holds {len(ids)} identifiers for {n_genes} genes"
+        for kind, ids in config["genes"]["ids"].items()
+        if len(ids) != n_genes
+    ]
+    if config["encoder"]["n_input"] != n_genes:
+        problems.append(f"encoder.n_input is {config['encoder']['n_input']}, not {n_genes} genes")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        problems.append(f"labels repeats {repeated}")
+    return problems
+
+
+def _check_weights_file(config: dict, path: Path) -> None:
+    # Bundles written before the checksum was recorded (mapcell 0.1) have no "weights" field.
+    record = config.get("weights")
+    if record is None:
+        logger.debug("%s records no checksum of its weights (an older bundle)", path)
+        return
+    weights = path / BUNDLE_WEIGHTS_FILE
+    size = weights.stat().st_size
+    if size != record["size"]:
+        msg = (
+            f"{weights} has {size} bytes, but {BUNDLE_CONFIG_FILE} records {record['size']}: the "
+            "file is truncated or damaged; copy or download the bundle again"
+        )
+        raise BundleError(msg)
+    digest = sha256_file(weights)
+    if digest != record["sha256"]:
+        msg = (
+            f"{weights} does not match the sha256 recorded in {BUNDLE_CONFIG_FILE} (it is "
+            f"{digest[:12]}..., expected {record['sha256'][:12]}...): the weights were altered or "
+            "damaged after the bundle was saved; copy or download the bundle again"
+        )
+        raise BundleError(msg)
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -288,11 +405,7 @@ def _check_shapes(config: dict, tensors: dict[str, torch.Tensor], path: Path) ->
     n_types = len(config["labels"])
     thresholds = config["search"]["thresholds"]
     for mode in _MODES:
-        values = (
-            np.asarray(thresholds.get(mode, []), dtype=float)
-            if isinstance(thresholds, dict)
-            else []
-        )
+        values = np.asarray(thresholds.get(mode, []), dtype=float)
         if len(values) != n_types or not np.all(np.isfinite(values) & (values > 0)):
             msg = (
                 f"{BUNDLE_CONFIG_FILE}: search.thresholds.{mode} must hold {n_types} positive "
@@ -318,14 +431,27 @@ def _check_shapes(config: dict, tensors: dict[str, torch.Tensor], path: Path) ->
             raise BundleError(msg)
 
 
+def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Check a bundle folder completely and return its configuration and tensors.
+
+    Raises :class:`BundleError` (or :class:`FileNotFoundError`) naming what is wrong: a newer
+    schema, a missing file, a JSON field of the wrong type, weights that do not match their
+    recorded checksum, or arrays whose shapes do not fit the configuration.
+    """
+    path = Path(path)
+    config = _read_config(path)
+    _check_weights_file(config, path)
+    tensors = _read_tensors(path)
+    _check_shapes(config, tensors, path)
+    return config, tensors
+
+
 def load_bundle(path: str | os.PathLike):
     """Read a bundle folder into a :class:`mapcell.MapCell`; see :meth:`mapcell.MapCell.load`."""
     from mapcell.model._mapcell import MapCell, ReferenceState
 
     path = Path(path)
-    config = _read_config(path)
-    tensors = _read_tensors(path)
-    _check_shapes(config, tensors, path)
+    config, tensors = read_bundle(path)
 
     encoder_config = dict(config["encoder"])
     loss = dict(config["loss"])
@@ -372,6 +498,10 @@ def load_bundle(path: str | os.PathLike):
         cell_counts=config.get("cell_counts", {}),
         calibration=config.get("calibration", {}),
     )
+    model.about = dict(config.get("about", {}))
+    # -- reference map (issue #4): restored when present; bundles without one load as before.
+    model.reference_map = read_reference_map(config, tensors, encoder_config["n_latent"])
+    # -- end of reference map
     model.is_trained_ = True
     model.bundle_path = str(path)
     logger.info(

@@ -17,11 +17,13 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
+from tqdm.auto import tqdm
 
 from mapcell._constants import (
     CALIBRATION_QUANTILE,
     MIN_CALIBRATION_CELLS,
     NOVELTY_CUTOFF,
+    TARGET_SUM,
     UNKNOWN,
 )
 from mapcell._logging import logger, quiet_lightning, timed
@@ -30,7 +32,7 @@ from mapcell._warnings import CalibrationWarning, warn
 from mapcell.model._training import SiameseDataModule, SiameseTrainingPlan, split_cells
 from mapcell.nn import SiameseEncoder, SiameseModule
 from mapcell.nn._losses import LossName, loss_params
-from mapcell.pp._genes import GeneMatch, match_genes, reference_gene_ids
+from mapcell.pp._genes import GeneMatch, match_genes, normalise_gene_id, reference_gene_ids
 from mapcell.pp._values import (
     ExpressionSource,
     ValueReport,
@@ -154,7 +156,11 @@ class MapCell(BaseModelClass):
             for kind, ids in reference_gene_ids(source.var).items()
         }
         self.genes = [str(source.var.index[i]) for i in selected]
-        self.preprocessing = {"reference_values": report.kind, "target_sum": 1e4, "log1p": True}
+        self.preprocessing = {
+            "reference_values": report.kind,
+            "target_sum": TARGET_SUM,
+            "log1p": True,
+        }
         encoder = SiameseEncoder(
             len(self.genes),
             n_latent=n_latent,
@@ -222,11 +228,10 @@ class MapCell(BaseModelClass):
     def _select_genes(self, source, report, n_top_genes, genes) -> np.ndarray:
         candidates = np.arange(source.matrix.shape[1])
         if genes is not None:
-            wanted = {str(g).upper() for g in genes}
-            ids = reference_gene_ids(source.var)
+            wanted = {normalise_gene_id(g) for g in genes}
             keep = np.zeros(len(candidates), dtype=bool)
-            for values in ids.values():
-                keep |= np.array([str(v).upper() in wanted for v in values])
+            for values in reference_gene_ids(source.var).values():
+                keep |= np.array([normalise_gene_id(v) in wanted for v in values])
             if not keep.any():
                 msg = (
                     "none of the genes= passed are among the reference's genes (var_names "
@@ -599,17 +604,27 @@ class MapCell(BaseModelClass):
         use_raw: bool = False,
         gene_key: str | None = None,
     ) -> tuple[np.ndarray, GeneMatch, ValueReport]:
-        """Embed any AnnData in chunks: (embedding, gene match, value report); write nothing."""
+        """Embed any AnnData in chunks: (embedding, gene match, value report); write nothing.
+
+        A query of more than one chunk (``mc.settings.batch_size`` cells) shows a progress bar
+        over the chunks while ``mc.settings.progress_bar`` is on.
+        """
         source = expression_source(adata, layer=layer, use_raw=use_raw)
         report = detect_values(source, adata)
         match = self._match(source, gene_key)
         device = settings.device
         self.module.eval()
         self.module.to(device)
-        parts = [
-            self.encoder(torch.from_numpy(x).to(device)).cpu().numpy()
-            for _, x in iter_model_input(source, report, match.index, settings.batch_size, adata)
-        ]
+        chunks = iter_model_input(source, report, match.index, settings.batch_size, adata)
+        n_chunks = math.ceil(source.n_obs / settings.batch_size)
+        bar = tqdm(
+            chunks,
+            total=n_chunks,
+            desc="embedding",
+            unit="chunk",
+            disable=not settings.progress_bar or n_chunks < 2,
+        )
+        parts = [self.encoder(torch.from_numpy(x).to(device)).cpu().numpy() for _, x in bar]
         return np.concatenate(parts), match, report
 
     def get_latent_representation(
@@ -845,13 +860,19 @@ class MapCell(BaseModelClass):
 
     @classmethod
     def load(cls, dir_path: str, adata: ad.AnnData | None = None, **kwargs) -> MapCell:
-        """Read a bundle written by :meth:`save`. Nothing in it is executed."""
-        from mapcell.hub._bundle import load_bundle
+        """Read a bundle written by :meth:`save`. Nothing in it is executed.
+
+        ``dir_path`` is the bundle's folder or ``.tar.gz`` archive, an ``http(s)://`` URL of an
+        archive, a registry name (``"pbmc"`` or ``"pbmc@1.0"``, looked up at
+        ``mc.settings.registry_url``) or ``"hf://owner/repo@revision"``; see
+        :func:`mapcell.hub.resolve`. Downloads are verified and cached.
+        """
+        from mapcell.hub._resolve import load_model
 
         if adata is not None or kwargs:
-            msg = "MapCell.load reads a bundle on its own; pass only its path"
+            msg = "MapCell.load reads a bundle on its own; pass only its path or name"
             raise TypeError(msg)
-        return load_bundle(dir_path)
+        return load_model(dir_path)
 
     def __repr__(self) -> str:
         state = (

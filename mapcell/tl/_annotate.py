@@ -9,19 +9,22 @@ from mapcell import __version__
 from mapcell._constants import DEFAULT_KEY_ADDED, NOVELTY_CUTOFF, OBS_FIELDS
 from mapcell._logging import log_added, timed
 from mapcell.hub._bundle import package_versions
+from mapcell.hub._resolve import load_model
 from mapcell.model import MapCell
 from mapcell.model._mapcell import DEFAULT_K, Mode
 
 
 def _resolve_model(model: MapCell | str | os.PathLike) -> MapCell:
+    # A path, an archive, a URL, a registry name ("pbmc@1.0") or "hf://owner/repo": one
+    # resolver (mapcell.hub.resolve) turns each into a checked local bundle.
     if isinstance(model, MapCell):
         model._check_trained()
         return model
     if isinstance(model, str | os.PathLike):
-        return MapCell.load(model)
+        return load_model(model)
     msg = (
-        "model must be a trained MapCell or the path of a saved bundle, not "
-        f"{type(model).__name__}"
+        "model must be a trained MapCell or the path, URL or registry name of a saved "
+        f"bundle, not {type(model).__name__}"
     )
     raise TypeError(msg)
 
@@ -59,7 +62,11 @@ def annotate(
     adata
         The query.
     model
-        A trained :class:`~mapcell.MapCell`, or the path of a bundle saved by it.
+        A trained :class:`~mapcell.MapCell`; the path of a bundle saved by it (a folder or
+        a ``.tar.gz``); a registry name (``"pbmc"``, ``"pbmc@1.0"``, looked up at
+        ``mc.settings.registry_url``); an ``https://`` URL of a bundle archive; or
+        ``"hf://owner/repo@revision"``. Downloads are verified and cached, see
+        :func:`mapcell.hub.resolve`.
     key_added
         Prefix of the fields written.
     layer
@@ -98,8 +105,9 @@ def annotate(
     ``adata.obsm["X_mapcell"]`` : float32 array (cells x n_latent)
         The embedding.
     ``adata.uns["mapcell"]`` : dict
-        ``params``, ``model`` (source, version, labels), ``thresholds`` per type, ``gene_overlap``,
-        ``values`` (what the input held) and package ``versions``.
+        ``params``, ``model`` (source, name and version when the bundle has them, mapcell
+        version, labels), ``thresholds`` per type, ``gene_overlap``, ``values`` (what the input
+        held) and package ``versions``.
     """
     model = _resolve_model(model)
     with timed(f"annotating {adata.n_obs} cells with MapCell ({mode} mode)"):
@@ -117,7 +125,10 @@ def annotate(
                 "gene_key": gene_key,
             },
             "model": {
-                "source": getattr(model, "bundle_path", "in memory"),
+                "source": getattr(model, "bundle_source", getattr(model, "bundle_path", None))
+                or "in memory",
+                "name": getattr(model, "about", {}).get("name"),
+                "version": getattr(model, "about", {}).get("version"),
                 "mapcell_version": __version__,
                 "labels": list(model.labels),
                 "n_genes": len(model.genes),
