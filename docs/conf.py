@@ -9,6 +9,7 @@ needs nothing but the package.
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version as package_version
 
 from mapcell.datasets import shared_data_dir
@@ -48,6 +49,10 @@ napoleon_custom_sections = ["Returns"]
 
 #: Tutorials that read ../shared/data; without it they are shown but not run.
 NEEDS_SHARED_DATA = ["tutorials/02_reference_and_query.py", "tutorials/03_few_shot.py"]
+
+# The notebooks' kernels inherit this. On a 2-core machine that runs anything else, torch's
+# default of one busy-waiting thread per core made training ten times slower than one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
 nb_execution_mode = "force"

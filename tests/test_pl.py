@@ -65,6 +65,19 @@ def _tick_labels(ticks) -> list[str]:
     return [tick.get_text() for tick in ticks]
 
 
+# ---------------------------------------------------------------- colours
+
+
+def test_type_palette_keeps_the_order_given_and_greys_unknown():
+    palette = mc.pl.type_palette(["b", UNKNOWN, "a", "b"])
+    assert list(palette) == ["b", "a", UNKNOWN]
+    assert palette["b"] == sc.pl.palettes.default_20[0]
+    assert palette["a"] == sc.pl.palettes.default_20[1]
+    assert palette[UNKNOWN] == UNKNOWN_COLOR
+    many = mc.pl.type_palette([f"type {i}" for i in range(30)])
+    assert len(set(many.values())) == 31  # 30 types and Unknown, all told apart
+
+
 # ---------------------------------------------------------------- embedding
 
 

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 
 from mapcell._constants import UNKNOWN
 from mapcell.datasets import shared_data_dir
@@ -92,6 +93,17 @@ def test_every_tutorial_has_its_checks():
     assert {path.stem for path in TUTORIALS} == set(CHECKS)
 
 
+@pytest.fixture
+def _one_torch_thread():
+    # On 2 cores shared with anything else, torch's busy-waiting threads (one per core) made
+    # these trainings ten times slower than one thread; the setting is restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("_one_torch_thread")
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(path, tmp_path):
     if path.stem in NEEDS_SHARED_DATA and shared_data_dir() is None:

@@ -45,14 +45,19 @@ reference.obs["classified"].value_counts()
 
 # %%
 shots = [5, 10, 20, 50]
-rows, annotated, models = {}, {}, {}
+rows, annotated = {}, {}
 for n_shots in shots:
     model = mc.tl.train(
-        reference, labels_key="classified", n_shots=n_shots, n_top_genes=None, max_epochs=30, seed=0
+        reference,
+        labels_key="classified",
+        n_shots=n_shots,
+        n_top_genes=None,
+        max_epochs=30,
+        seed=0,
     )
     result = mc.tl.annotate(query, model, copy=True)
     rows[n_shots] = mc.tl.evaluate(result, "classified")
-    annotated[n_shots], models[n_shots] = result, model
+    annotated[n_shots] = result
 table = pd.DataFrame(rows).T.rename_axis("cells per type")
 table.round(3)
 
