@@ -210,6 +210,12 @@ def main() -> None:
         action="store_true",
         help="write the report from benchmarks/results/results.csv, run nothing",
     )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "results.csv",
+        help="where the raw results go (default: %(default)s)",
+    )
     args = parser.parse_args()
     shots = [s if s == "full" else int(s) for s in args.shots]
 
@@ -219,14 +225,13 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
     if args.report_only:
-        write_report(pd.read_csv(out / "results.csv", dtype={"shots": str}), seconds=float("nan"))
+        write_report(pd.read_csv(args.csv, dtype={"shots": str}), seconds=float("nan"))
         return
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = run(args.tasks, args.methods, shots, csv=out / "results.csv")
-    results.to_csv(out / "results.csv", index=False)
+    results = run(args.tasks, args.methods, shots, csv=args.csv)
+    results.to_csv(args.csv, index=False)
     if not args.no_report:
         write_report(results, time.perf_counter() - start)
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min")

@@ -30,6 +30,10 @@ CALIBRATION_QUANTILE = 0.99
 #: A novelty score above this calls a cell "Unknown" (distance equal to the type's threshold).
 NOVELTY_CUTOFF = 1.0
 
+#: A cell's novelty is the median of its per-cell score over itself and this many - 1 nearest
+#: query cells (0 or 1: each cell alone). See mapcell.search._neighbours for why.
+NOVELTY_NEIGHBORS = 30
+
 #: Types with fewer held-out cells than this borrow the pooled threshold when it is larger.
 MIN_CALIBRATION_CELLS = 10
 
@@ -43,4 +47,4 @@ BUNDLE_CONFIG_FILE = "mapcell.json"
 BUNDLE_CARD_FILE = "README.md"
 
 #: Suffixes of the fields written by :func:`mapcell.tl.annotate` under ``key_added``.
-OBS_FIELDS = ("label", "nearest", "distance", "novelty", "confidence")
+OBS_FIELDS = ("label", "nearest", "distance", "novelty", "cell_novelty", "confidence")

@@ -68,6 +68,8 @@ def annotate(args) -> int:
         use_raw=args.use_raw,
         gene_key=args.gene_key,
         mode=args.mode,
+        novelty_cutoff=args.novelty_cutoff,
+        novelty_neighbors=args.novelty_neighbors,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(

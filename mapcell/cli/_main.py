@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mapcell._constants import NOVELTY_CUTOFF, NOVELTY_NEIGHBORS
+
 EPILOG = """examples:
   mapcell demo
   mapcell train ref.h5ad --labels cell_type -o pbmc_reference
@@ -68,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
         "--gene-key", help="var column with gene identifiers (default: found by itself)"
     )
     annotate.add_argument("--mode", default="prototype", choices=("prototype", "knn"))
+    annotate.add_argument(
+        "--novelty-cutoff",
+        type=float,
+        default=NOVELTY_CUTOFF,
+        help="novelty score above which a cell is Unknown (default: %(default)s)",
+    )
+    annotate.add_argument(
+        "--novelty-neighbors",
+        type=int,
+        default=NOVELTY_NEIGHBORS,
+        help="query cells over which novelty is judged (0: each cell alone; default: %(default)s)",
+    )
     annotate.add_argument("--key-added", default="mapcell")
     annotate.add_argument(
         "--overwrite", action="store_true", help="replace an existing output file"

@@ -23,6 +23,7 @@ from mapcell._constants import (
     CALIBRATION_QUANTILE,
     MIN_CALIBRATION_CELLS,
     NOVELTY_CUTOFF,
+    NOVELTY_NEIGHBORS,
     TARGET_SUM,
     UNKNOWN,
 )
@@ -42,6 +43,7 @@ from mapcell.pp._values import (
     normalised_matrix,
 )
 from mapcell.search import calibrate_thresholds, compute_prototypes, knn_vote, nearest_prototype
+from mapcell.search._neighbours import neighbour_indices, neighbour_median, standardised_pcs
 
 Mode = Literal["prototype", "knn"]
 MODES: tuple[Mode, ...] = ("prototype", "knn")
@@ -276,7 +278,7 @@ class MapCell(BaseModelClass):
         n_shots: int | None = None,
         calibration_fraction: float = 0.2,
         calibration_quantile: float = CALIBRATION_QUANTILE,
-        n_prototypes: int = 1,
+        n_prototypes: int = 3,
         types_per_batch: int = 16,
         cells_per_type: int = 16,
         lr: float = 1e-3,
@@ -305,7 +307,9 @@ class MapCell(BaseModelClass):
             A type's threshold is this quantile of its held-out cells' distances to it: about
             ``1 - quantile`` of cells like the reference's are then called Unknown.
         n_prototypes
-            Prototypes per type (k-means inside the type) for heterogeneous types.
+            Prototypes per type: k-means centres inside each type with at least twice as many
+            training cells (smaller types keep one centroid). Three did as well as one or
+            better on every benchmark task (benchmarks/NOTES.md, entry 9).
         types_per_batch, cells_per_type
             A batch holds ``cells_per_type`` cells of each of ``types_per_batch`` types.
         lr, weight_decay
@@ -627,6 +631,50 @@ class MapCell(BaseModelClass):
         parts = [self.encoder(torch.from_numpy(x).to(device)).cpu().numpy() for _, x in bar]
         return np.concatenate(parts), match, report
 
+    def query_neighbours(
+        self,
+        adata: ad.AnnData,
+        n_neighbors: int = NOVELTY_NEIGHBORS,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
+        gene_key: str | None = None,
+        match: GeneMatch | None = None,
+    ) -> np.ndarray | None:
+        """Each query cell's ``n_neighbors`` nearest query cells (itself first): cells x k.
+
+        Found in the first principal components of the query's own z-scored values on the
+        model's genes (genes it lacks are left out), exactly and in chunks. ``None`` when
+        ``n_neighbors`` is 0 or 1 or the query has fewer than 3 cells: novelty is then judged
+        cell by cell. ``match``, the gene match :meth:`embed_query` returned for the same
+        ``adata``, saves matching (and its log lines) twice.
+        """
+        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
+            msg = f"novelty_neighbors must be a whole number of cells, not {n_neighbors!r}"
+            raise TypeError(msg)
+        if n_neighbors < 0:
+            msg = (
+                "novelty_neighbors must be 0 (judge each cell alone) or a number of query "
+                f"cells, not {n_neighbors}"
+            )
+            raise ValueError(msg)
+        if n_neighbors <= 1 or adata.n_obs < 3:
+            return None
+        source = expression_source(adata, layer=layer, use_raw=use_raw)
+        report = detect_values(source, adata)
+        found = (match or self._match(source, gene_key)).index
+        found = found[found >= 0]
+
+        def chunks():
+            for _, x in iter_model_input(source, report, found, settings.batch_size, adata):
+                yield x
+
+        with timed(f"finding {n_neighbors} neighbours of each of {adata.n_obs} query cells"):
+            pcs = standardised_pcs(chunks, device=settings.device)
+            return neighbour_indices(
+                pcs, n_neighbors, device=settings.device, chunk_size=settings.batch_size
+            )
+
     def get_latent_representation(
         self,
         adata: ad.AnnData | None = None,
@@ -666,13 +714,27 @@ class MapCell(BaseModelClass):
         mode: Mode = "prototype",
         k: int = DEFAULT_K,
         novelty_cutoff: float = NOVELTY_CUTOFF,
+        neighbours: np.ndarray | None = None,
     ) -> pd.DataFrame:
-        """Label embedded cells: ``label``, ``nearest``, ``distance``, ``novelty``, ``confidence``.
+        """Label embedded cells: a frame of label, nearest type, distance, novelty, confidence.
 
-        ``novelty`` is the distance over the nearest type's threshold; cells above
+        Columns: ``label``, ``nearest``, ``distance``, ``novelty``, ``cell_novelty``,
+        ``confidence``. ``cell_novelty`` is each cell's distance over its nearest type's
+        threshold. ``novelty`` is the median of ``cell_novelty`` over each row of
+        ``neighbours`` (cells x k indices into ``embedding``, from :meth:`query_neighbours`),
+        or ``cell_novelty`` itself without them. Cells whose ``novelty`` is above
         ``novelty_cutoff`` get the label "Unknown" while ``nearest`` keeps the nearest type.
         """
         self._check_trained()
+        if neighbours is not None and (
+            np.ndim(neighbours) != 2 or len(neighbours) != len(embedding)
+        ):
+            msg = (
+                "neighbours must hold one row of cell indices per embedded cell "
+                f"({len(embedding)}), not an array of shape {np.shape(neighbours)}; "
+                "make it with MapCell.query_neighbours on the same cells"
+            )
+            raise ValueError(msg)
         if mode not in MODES:
             msg = f"mode must be one of {MODES}, not {mode!r}"
             raise ValueError(msg)
@@ -689,7 +751,10 @@ class MapCell(BaseModelClass):
             )
             raise ValueError(msg)
         result = self._search(torch.as_tensor(embedding, dtype=torch.float32), mode, k)
-        novelty = result.distance / self.reference.thresholds[mode][result.nearest]
+        cell_novelty = result.distance / self.reference.thresholds[mode][result.nearest]
+        novelty = (
+            cell_novelty if neighbours is None else neighbour_median(cell_novelty, neighbours)
+        )
         labels = self.reference.labels
         nearest = pd.Categorical.from_codes(result.nearest, categories=labels)
         label = pd.Categorical(
@@ -702,6 +767,7 @@ class MapCell(BaseModelClass):
                 "nearest": nearest,
                 "distance": result.distance.astype(np.float32),
                 "novelty": novelty.astype(np.float32),
+                "cell_novelty": cell_novelty.astype(np.float32),
                 "confidence": result.confidence.astype(np.float32),
             }
         )
@@ -716,13 +782,40 @@ class MapCell(BaseModelClass):
         mode: Mode = "prototype",
         k: int = DEFAULT_K,
         novelty_cutoff: float = NOVELTY_CUTOFF,
+        novelty_neighbors: int = NOVELTY_NEIGHBORS,
     ) -> pd.DataFrame:
-        """Annotate ``adata`` without writing to it: the frame of :meth:`classify`, by cell."""
-        self._check_trained()
-        embedding, _, _ = self.embed_query(adata, layer=layer, use_raw=use_raw, gene_key=gene_key)
-        frame = self.classify(embedding, mode=mode, k=k, novelty_cutoff=novelty_cutoff)
+        """Annotate ``adata`` without writing to it: the frame of :meth:`classify`, by cell.
+
+        ``novelty_neighbors`` is as in :func:`mapcell.tl.annotate`.
+        """
+        frame = self._annotation(
+            adata,
+            layer=layer,
+            use_raw=use_raw,
+            gene_key=gene_key,
+            mode=mode,
+            k=k,
+            novelty_cutoff=novelty_cutoff,
+            novelty_neighbors=novelty_neighbors,
+        )[0]
         frame.index = adata.obs_names
         return frame
+
+    def _annotation(
+        self, adata, *, layer, use_raw, gene_key, mode, k, novelty_cutoff, novelty_neighbors
+    ) -> tuple[pd.DataFrame, np.ndarray, GeneMatch, ValueReport]:
+        # Embed, find the query neighbourhoods, classify: (frame, embedding, match, report).
+        self._check_trained()
+        embedding, match, report = self.embed_query(
+            adata, layer=layer, use_raw=use_raw, gene_key=gene_key
+        )
+        neighbours = self.query_neighbours(
+            adata, novelty_neighbors, layer=layer, use_raw=use_raw, match=match
+        )
+        frame = self.classify(
+            embedding, mode=mode, k=k, novelty_cutoff=novelty_cutoff, neighbours=neighbours
+        )
+        return frame, embedding, match, report
 
     # ---------------------------------------------------------------- new types
 
