@@ -6,6 +6,8 @@ ways and prints the novelty AUROC and the shares called Unknown (score > 1) for 
 
 - ``cell``: the per-cell score mapcell gives today (distance over the type's threshold);
 - ``cluster-K``: the median of ``cell`` over k-means clusters (K) of the query's own PCA;
+- ``knn-median-k``: the median of ``cell`` over each cell's k nearest query cells in that PCA
+  (what mapcell now does by default, entry 8), and with the labels voted among neighbours;
 - ``deviation``: per query cluster, how the cluster's mean differs from the mean of the type it
   was assigned (in the reference's PCA of the model input), after removing the part of that
   deviation that another cluster assigned to another type shares (a shift of condition or lab
@@ -211,14 +213,6 @@ def main(names):
             report(
                 name,
                 f"knn-median-{kn}",
-                neighbour_median(cell, pcs, kn),
-                novel,
-                truth,
-                nearest_labels,
-            )
-            report(
-                name,
-                f"knn-mean-{kn}",
                 neighbour_median(cell, pcs, kn),
                 novel,
                 truth,
