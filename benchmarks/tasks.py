@@ -45,6 +45,17 @@ class Task:
         return sorted(set(self.query.obs[self.query_key].astype(str)) - set(self.known))
 
 
+#: One line per task, for the report.
+DESCRIPTIONS = {
+    "kang": "Kang control -> control + IFN-beta stimulated (10x); Ensembl vs symbols",
+    "xin_wang": "Xin (SMARTer) -> Wang (Fluidigm C1) pancreas",
+    "celseq2": "CellBench CEL-seq2: 3 cell lines -> a 5-line plate",
+    "dropseq_indrops": "PBMC Drop-seq -> inDrops (Ding et al. 2020)",
+    "10x_3p_5p": "PBMC 10x 3' (v1 + v2) -> 5'",
+    "pbmc3k_split": "pbmc3k halves; NK and DC held out of the reference",
+}
+
+
 def _symbols(adata: ad.AnnData) -> np.ndarray:
     # The symbol list of a file: var_names, or a var column when var_names are Ensembl IDs.
     sources = gene_id_sources(adata.var)
@@ -122,7 +133,7 @@ def _kang(data):
     query = _read(data, "kang2018_pbmc/kang_ctrl_stim_1556.h5ad")
     return Task(
         "kang",
-        "Kang control -> control + IFN-beta stimulated (10x); Ensembl vs symbols",
+        DESCRIPTIONS["kang"],
         ref,
         query,
         "cluster_id",
@@ -136,7 +147,7 @@ def _pancreas(data):
     query = _read(data, "pancreas_xin_wang/wang_subset.h5ad")
     return Task(
         "xin_wang",
-        "Xin (SMARTer) -> Wang (Fluidigm C1) pancreas",
+        DESCRIPTIONS["xin_wang"],
         ref,
         query,
         "cell_type",
@@ -149,7 +160,7 @@ def _cellbench(data):
     query = _read(data, "cellbench_mixology/sc_celseq2_5cl_p1.h5ad")
     return Task(
         "celseq2",
-        "CellBench CEL-seq2: 3 cell lines -> a 5-line plate",
+        DESCRIPTIONS["celseq2"],
         ref,
         query,
         "cell_line_demuxlet",
@@ -162,7 +173,7 @@ def _pbmcbench(data):
     query = _read(data, "pbmcbench_dropseq_indrops/pbmc2_indrops.h5ad")
     return Task(
         "dropseq_indrops",
-        "PBMC Drop-seq -> inDrops (Ding et al. 2020)",
+        DESCRIPTIONS["dropseq_indrops"],
         ref,
         query,
         "cell_type",
@@ -176,7 +187,7 @@ def _chemistry(data):
     query = pbmc[pbmc.obs["donor"].astype(str) == "5p"].copy()
     return Task(
         "10x_3p_5p",
-        "PBMC 10x 3' (v1 + v2) -> 5'",
+        DESCRIPTIONS["10x_3p_5p"],
         ref,
         query,
         "cell_type",
@@ -190,7 +201,7 @@ def _pbmc3k_split(data):
     ref, query = _within_split(pbmc, "classified", held_out={"NK", "DC"})
     return Task(
         "pbmc3k_split",
-        "pbmc3k halves; NK and DC held out of the reference",
+        DESCRIPTIONS["pbmc3k_split"],
         ref,
         query,
         "classified",

@@ -32,9 +32,10 @@ def test_kang_control_to_stimulated_across_gene_id_kinds(shared_data):
     print(scores)
     assert query.uns["mapcell"]["gene_overlap"]["fraction"] == 1.0
     assert scores["macro_f1"] > 0.9
-    assert scores["novelty_auroc"] > 0.65
-    # CD8 T and FCGR3A+ monocytes sit close to CD4 T and CD14+ monocytes: many take their label.
-    assert scores["novel_called_unknown"] > 0.1
+    assert scores["novelty_auroc"] > 0.8  # 0.86 measured (benchmarks/NOTES.md, entry 10)
+    # CD8 T and FCGR3A+ monocytes sit close to CD4 T and CD14+ monocytes: most take their label
+    # at the lenient default cutoff, but far more of them than of the known cells are Unknown.
+    assert scores["novel_called_unknown"] > 0.05
     assert scores["novel_called_unknown"] > 3 * scores["known_called_unknown"]
 
 

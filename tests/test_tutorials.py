@@ -47,14 +47,14 @@ def _check_reference_and_query(namespace: dict) -> None:
     assert np.argmin(validation) >= len(validation) - 5
     assert first["macro_f1"] > 0.85
     assert first["novel_called_unknown"] < 0.05
-    # the text: among control cells CD8 T cells score highest, control FCGR3A+ monocytes do not
-    # stand out, the stimulation raises every known type's scores, and stimulated B cells score
-    # like CD8 T cells; nothing reaches the default cutoff
+    # the text: among control cells CD8 T cells score highest, control FCGR3A+ monocytes next but
+    # only a little above the known types, the stimulation raises every known type's scores,
+    # and stimulated B cells score like CD8 T cells; nothing reaches the default cutoff
     obs = query.obs
     median = obs.groupby(["cluster_id", "group_id"], observed=True)["mapcell_novelty"].median()
-    control = median.xs("ctrl", level="group_id")
-    assert control.idxmax() == "CD8 T cells"
-    assert control["FCGR3A+ Monocytes"] < control[["B cells", "CD4 T cells"]].max()
+    control = median.xs("ctrl", level="group_id").sort_values(ascending=False)
+    assert list(control.index[:2]) == ["CD8 T cells", "FCGR3A+ Monocytes"]
+    assert control["FCGR3A+ Monocytes"] < 1.2 * control[["B cells", "CD4 T cells"]].max()
     for name in ("B cells", "CD14+ Monocytes", "CD4 T cells"):
         assert median[name, "stim"] > median[name, "ctrl"]
     assert median["B cells", "stim"] > 0.9 * median["CD8 T cells", "ctrl"]
@@ -82,16 +82,16 @@ def _check_reference_and_query(namespace: dict) -> None:
 def _check_few_shot(namespace: dict) -> None:
     table = namespace["table"]
     assert list(table.index) == [5, 10, 20, 50]
-    # the text: labels get better with more shots, the novelty ranking does not follow (it is
-    # best with the fewest), and no cell is Unknown at any size, B cells scoring a little higher
+    # the text: labels get better with more shots; the B cells rank above the known cells at
+    # every size, yet no cell is Unknown at any size
     assert table["macro_f1"].iloc[-1] > 0.75
     assert table["macro_f1"].iloc[-1] > table["macro_f1"].iloc[0] + 0.1
-    assert table["novelty_auroc"].idxmax() == 5
+    assert table["novelty_auroc"].min() > 0.8
     assert table["novel_called_unknown"].max() < 0.02
     assert table["known_called_unknown"].max() < 0.02
     medians = namespace["medians"]
     assert (medians["B cells (novel)"] > medians["known cells"]).all()
-    assert (medians.max() < 0.8).all()
+    assert (medians.max() < 1).all()
     # ... and with 50 cells per type most B cells take a T-cell label
     query = namespace["query"].obs
     b_labels = query.loc[query["classified"] == "B", "mapcell_label"].astype(str)

@@ -81,8 +81,9 @@ mc.pl.confusion(query, "cluster_id")
 #
 # Grouped by true type and condition, the novelty scores tell two stories. Among the control
 # cells, the CD8 T cells, a type the reference lacks, score highest; the control FCGR3A+
-# monocytes do not stand out. And interferon-beta raises the scores of every known type: the
-# stimulated B cells score as high as the CD8 T cells. A strong change of *state* moves cells
+# monocytes, new too, come next but only a little above the known types. And interferon-beta
+# raises the scores of every known type: the stimulated B cells score as high as the CD8 T
+# cells. A strong change of *state* moves cells
 # away from their reference type as far as a new type does, which is why a novelty call is a
 # question to look into, not an answer. No group reaches the default cutoff (1), which is
 # lenient so that known cells from another lab keep their labels.
@@ -110,7 +111,7 @@ pd.crosstab(query.obs["type and condition"], query.obs["mapcell_label"])
 # %% [markdown]
 # The Unknown cells are a mix, and the markers and the table say of what: CD8A (CD8 T cells,
 # new), FCGR3A and MS4A7 (FCGR3A+ monocytes, new, mostly the stimulated ones), and MS4A1 (B
-# cells, known, but stimulated). Here the novelty score finds where to look; it cannot by itself
+# cells, known, but stimulated), with stimulated CD4 T cells and CD14+ monocytes besides. Here the novelty score finds where to look; it cannot by itself
 # tell a new type from a known type in a new state.
 
 # %% [markdown]

@@ -95,7 +95,8 @@ class MapCell(BaseModelClass):
     n_hidden
         Width of the encoder's hidden layers.
     n_layers
-        Number of hidden layers.
+        Number of hidden layers. One labelled queries from other technologies better than two
+        on most benchmark tasks (benchmarks/NOTES.md, entry 10).
     dropout
         Dropout after each hidden layer.
     input_dropout
@@ -129,7 +130,7 @@ class MapCell(BaseModelClass):
         *,
         n_latent: int = 32,
         n_hidden: int = 256,
-        n_layers: int = 2,
+        n_layers: int = 1,
         dropout: float = 0.1,
         input_dropout: float = 0.2,
         n_top_genes: int | None = 2000,

@@ -39,7 +39,7 @@ class SiameseEncoder(nn.Module):
         n_input: int,
         n_latent: int = 32,
         n_hidden: int = 256,
-        n_layers: int = 2,
+        n_layers: int = 1,
         dropout: float = 0.1,
         input_dropout: float = 0.2,
     ) -> None:
