@@ -245,3 +245,27 @@ def test_calibration_rejects_a_bad_quantile(quantile):
 def test_calibration_without_cells():
     with pytest.raises(ValueError, match="no held-out cells to calibrate thresholds on"):
         calibrate_thresholds(np.array([]), np.array([], dtype=int), 2, quantile=0.95)
+
+
+def test_halfway_to_nearest_type_uses_the_closest_prototypes_of_other_types():
+    from mapcell.search._prototypes import halfway_to_nearest_type
+
+    prototypes = torch.tensor([[0.0, 0.0], [4.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
+    owners = torch.tensor([0, 0, 1, 2])
+    np.testing.assert_allclose(halfway_to_nearest_type(prototypes, owners, 3), [0.5, 0.5, 3.0])
+    single = halfway_to_nearest_type(prototypes[:1], owners[:1], 1)
+    assert np.isinf(single).all()
+
+
+def test_floor_raises_only_the_thresholds_of_types_with_few_held_out_cells():
+    rng = np.random.default_rng(0)
+    # type 0: 50 held-out cells; type 1: 3 held-out cells
+    distances = np.concatenate([rng.uniform(0, 0.1, 50), [0.05, 0.06, 0.07]])
+    codes = np.array([0] * 50 + [1] * 3)
+    without = calibrate_thresholds(distances, codes, 2, quantile=0.99)
+    floored = calibrate_thresholds(
+        distances, codes, 2, quantile=0.99, floor=np.array([0.8, 0.8], dtype=np.float32)
+    )
+    assert floored.thresholds[0] == pytest.approx(without.thresholds[0])
+    assert floored.thresholds[1] == pytest.approx(0.8)
+    assert without.thresholds[1] < 0.2

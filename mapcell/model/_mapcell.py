@@ -44,6 +44,7 @@ from mapcell.pp._values import (
 )
 from mapcell.search import calibrate_thresholds, compute_prototypes, knn_vote, nearest_prototype
 from mapcell.search._neighbours import neighbour_indices, neighbour_median, standardised_pcs
+from mapcell.search._prototypes import halfway_to_nearest_type
 
 Mode = Literal["prototype", "knn"]
 MODES: tuple[Mode, ...] = ("prototype", "knn")
@@ -535,6 +536,12 @@ class MapCell(BaseModelClass):
         """Thresholds for both modes from held-out cells of known type, and what was measured."""
         n_types = len(self.reference.labels)
         thresholds, report = {}, {"quantile": quantile}
+        # With a few held-out cells per type, as in few-shot training, their quantile says
+        # little about cells from another lab: such a type keeps its label up to halfway to
+        # the nearest other type (benchmarks/NOTES.md, entry 13).
+        halfway = halfway_to_nearest_type(
+            self.reference.prototypes, self.reference.prototype_types, n_types
+        )
         for mode in MODES:
             result = self._search(embedding, mode)
             if mode == "prototype":
@@ -545,7 +552,9 @@ class MapCell(BaseModelClass):
                     result.distance,
                     result.nearest == codes,
                 )  # only votes won by the own type
-            calibration = calibrate_thresholds(own[keep], codes[keep], n_types, quantile=quantile)
+            calibration = calibrate_thresholds(
+                own[keep], codes[keep], n_types, quantile=quantile, floor=halfway
+            )
             thresholds[mode] = calibration.thresholds
             report[mode] = {
                 "heldout_accuracy": float((result.nearest == codes).mean())
@@ -557,7 +566,8 @@ class MapCell(BaseModelClass):
         if pooled:
             logger.info(
                 "    %d cell types have fewer than %d held-out cells (%s): their thresholds are "
-                "at least the pooled quantile of all types",
+                "at least the pooled quantile of all types and half the way to the nearest "
+                "other type",
                 len(pooled),
                 MIN_CALIBRATION_CELLS,
                 ", ".join(pooled),

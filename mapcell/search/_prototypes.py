@@ -74,14 +74,35 @@ class Calibration:
         return [label for label, flag in zip(labels, self.pooled, strict=True) if flag]
 
 
+def halfway_to_nearest_type(prototypes: torch.Tensor, owners: torch.Tensor, n_types: int):
+    """Per type: half the distance from its prototypes to the nearest prototype of another type.
+
+    ``inf`` for a model of one type.
+    """
+    between = torch.cdist(prototypes, prototypes)
+    other = owners[:, None] != owners[None, :]
+    between = torch.where(other, between, torch.full_like(between, float("inf")))
+    nearest = between.amin(dim=1)
+    halfway = np.full(n_types, np.inf, dtype=np.float32)
+    for code in range(n_types):
+        halfway[code] = 0.5 * float(nearest[owners == code].min())
+    return halfway
+
+
 def calibrate_thresholds(
-    distances: np.ndarray, type_codes: np.ndarray, n_types: int, *, quantile: float
+    distances: np.ndarray,
+    type_codes: np.ndarray,
+    n_types: int,
+    *,
+    quantile: float,
+    floor: np.ndarray | None = None,
 ) -> Calibration:
     """The ``quantile`` of held-out cells' distances to their own type, per type.
 
-    Types with fewer than :data:`MIN_CALIBRATION_CELLS` held-out cells use the larger of their
-    own quantile and the pooled quantile of all types, so a noisy estimate from three cells never
-    sets a cut-off that rejects most of the type; types with none use the pooled one.
+    Types with fewer than :data:`MIN_CALIBRATION_CELLS` held-out cells use the largest of their
+    own quantile, the pooled quantile of all types and their ``floor`` (if given), so a noisy
+    estimate from three cells never sets a cut-off that rejects most of the type; types with
+    none use the pooled one (or the floor).
     """
     if not 0 < quantile < 1:
         msg = (
@@ -99,5 +120,9 @@ def calibrate_thresholds(
     for code in range(n_types):
         own = distances[type_codes == code]
         value = float(np.quantile(own, quantile)) if len(own) else pooled_value
-        thresholds[code] = max(value, pooled_value) if pooled[code] else value
+        if pooled[code]:
+            value = max(value, pooled_value)
+            if floor is not None and np.isfinite(floor[code]):
+                value = max(value, float(floor[code]))
+        thresholds[code] = value
     return Calibration(np.maximum(thresholds, MIN_THRESHOLD), counts, pooled)
