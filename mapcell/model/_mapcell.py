@@ -651,14 +651,15 @@ class MapCell(BaseModelClass):
         use_raw: bool = False,
         gene_key: str | None = None,
         match: GeneMatch | None = None,
+        report: ValueReport | None = None,
     ) -> np.ndarray | None:
         """Each query cell's ``n_neighbors`` nearest query cells (itself first): cells x k.
 
         Found in the first principal components of the query's own z-scored values on the
         model's genes (genes it lacks are left out), exactly and in chunks. ``None`` when
         ``n_neighbors`` is 0 or 1 or the query has fewer than 3 cells: novelty is then judged
-        cell by cell. ``match``, the gene match :meth:`embed_query` returned for the same
-        ``adata``, saves matching (and its log lines) twice.
+        cell by cell. ``match`` and ``report``, what :meth:`embed_query` returned for the same
+        ``adata``, save matching genes (and its log lines) and reading the values twice.
         """
         if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
             msg = f"novelty_neighbors must be a whole number of cells, not {n_neighbors!r}"
@@ -672,7 +673,7 @@ class MapCell(BaseModelClass):
         if n_neighbors <= 1 or adata.n_obs < 3:
             return None
         source = expression_source(adata, layer=layer, use_raw=use_raw)
-        report = detect_values(source, adata)
+        report = report or detect_values(source, adata)
         found = (match or self._match(source, gene_key)).index
         found = found[found >= 0]
 
@@ -821,7 +822,7 @@ class MapCell(BaseModelClass):
             adata, layer=layer, use_raw=use_raw, gene_key=gene_key
         )
         neighbours = self.query_neighbours(
-            adata, novelty_neighbors, layer=layer, use_raw=use_raw, match=match
+            adata, novelty_neighbors, layer=layer, use_raw=use_raw, match=match, report=report
         )
         frame = self.classify(
             embedding, mode=mode, k=k, novelty_cutoff=novelty_cutoff, neighbours=neighbours
